@@ -1,0 +1,1 @@
+"""Subcommands of ``dashnet``: one module each, each with ``add_parser(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Datasets (HDF5), bags, and ROS message <-> numpy conversion."""

@@ -1,0 +1,1 @@
+"""Thin rclpy shells around the core, one module per node."""
