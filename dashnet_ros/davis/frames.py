@@ -51,3 +51,29 @@ class FrameSource(abc.ABC):
 
     def close(self) -> None:
         pass
+
+
+# --- The DAVIS stream: what the simulator (and the recording readers) emit, in time order.
+
+
+@dataclass
+class ApsFrame:
+    """An APS (active pixel) frame as the sensor delivers it.
+
+    ``image``: uint8 (H, W) grey levels; ``t_us``: exposure time stamp on the same clock
+    as the events; ``box``: ground truth (x, y, w, h) at ``t_us`` in stream pixels, or None.
+    """
+
+    t_us: int
+    image: np.ndarray
+    box: Optional[np.ndarray] = None
+
+
+@dataclass
+class EventBatch:
+    """All DVS events with ``t0_us <= t_us < t1_us`` (sorted by time).  Consecutive
+    batches tile time without gaps, so an empty batch still advances the clock."""
+
+    t0_us: int
+    t1_us: int
+    events: np.ndarray
