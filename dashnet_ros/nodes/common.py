@@ -1,0 +1,120 @@
+"""Shared plumbing for the node shells: parameter declaration, QoS, warnings, spin."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Param:
+    """A node parameter: default, description (shown by ``ros2 param describe``) and an
+    optional check returning an error text (or None) for a value."""
+
+    name: str
+    default: Any
+    description: str
+    check: Callable[[Any], str | None] | None = None
+    read_only: bool = True
+
+
+def positive(v):
+    return None if v > 0 else "must be > 0"
+
+
+def non_negative(v):
+    return None if v >= 0 else "must be >= 0"
+
+
+def one_of(*choices):
+    return lambda v: None if v in choices else f"must be one of {', '.join(map(str, choices))}"
+
+
+class ParameterError(ValueError):
+    pass
+
+
+def declare(node, params) -> dict:
+    """Declare ``params`` on ``node`` with descriptors, validate, and return name -> value.
+
+    Raises :class:`ParameterError` naming every invalid parameter.
+    """
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    values, errors = {}, []
+    for p in params:
+        desc = ParameterDescriptor(description=p.description, read_only=p.read_only)
+        v = node.declare_parameter(p.name, p.default, desc).value
+        if type(p.default) is float and isinstance(v, int):
+            v = float(v)
+        if type(v) is not type(p.default):
+            errors.append(f"{p.name}={v!r}: expected {type(p.default).__name__}")
+            continue
+        msg = p.check(v) if p.check else None
+        if msg:
+            errors.append(f"{p.name}={v!r}: {msg}")
+        values[p.name] = v
+    if errors:
+        raise ParameterError("invalid parameter(s): " + "; ".join(errors))
+    return values
+
+
+def sensor_qos(depth: int = 100):
+    """Sensor-data QoS (best effort, volatile) with a deeper queue for 1 kHz packets."""
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+
+    q = QoSProfile(depth=depth)
+    q.reliability = qos_profile_sensor_data.reliability
+    q.durability = qos_profile_sensor_data.durability
+    q.history = qos_profile_sensor_data.history
+    return q
+
+
+class RateLimitedWarner:
+    """Warn about a named problem at most once per ``period_s`` (per problem kind)."""
+
+    def __init__(self, logger, period_s: float = 2.0):
+        self._logger = logger
+        self._period = period_s
+        self._last: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, kind: str, text: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        now = time.monotonic()
+        if now - self._last.get(kind, -1e9) >= self._period:
+            self._last[kind] = now
+            n = self.counts[kind]
+            self._logger.warning(f"{text} ({n} so far)" if n > 1 else text)
+
+
+def run_node(factory, args=None) -> int:
+    """Init rclpy, build the node with ``factory()``, spin until Ctrl-C, shut down cleanly.
+
+    A :class:`ParameterError` or a missing file at start is printed as one clear line and
+    gives exit code 2.
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = factory()
+        rclpy.spin(node)
+    except (ParameterError, FileNotFoundError, ValueError) as e:
+        name = node.get_name() if node is not None else "node"
+        print(f"[{name}] error: {e}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return 0
