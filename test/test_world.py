@@ -1,0 +1,175 @@
+"""Tests of the procedural worlds: scenes (tracking sequences) and the predator-prey arena."""
+import numpy as np
+import pytest
+
+from dashnet_ros.davis.frames import Frame, FrameSource
+from dashnet_ros.world import scenes
+from dashnet_ros.world.scenes import (TEST_SEEDS, TRAIN_SEED_MIN, SceneParams, SequenceSource,
+                                      Spline, render_sequence)
+from dashnet_ros.world.textures import Sprite, random_texture, shape_vertices
+
+
+def _centres(b):
+    return b[:, :2] + b[:, 2:] / 2
+
+
+# --------------------------------------------------------------------------- scenes
+
+
+def test_seed_ranges_disjoint():
+    assert TRAIN_SEED_MIN == 1000
+    assert min(TEST_SEEDS) == 0 and max(TEST_SEEDS) == 999
+    assert TRAIN_SEED_MIN not in TEST_SEEDS
+
+
+def test_scene_deterministic_per_seed():
+    a, b, c = render_sequence(1001, 12), render_sequence(1001, 12), render_sequence(1002, 12)
+    fa, fb, fc = list(a), list(b), list(c)
+    for x, y in zip(fa, fb):
+        assert x.t_us == y.t_us
+        np.testing.assert_array_equal(x.image, y.image)
+        np.testing.assert_array_equal(x.box, y.box)
+    assert not np.array_equal(fa[5].image, fc[5].image)
+
+
+def test_scene_frames_shape_and_times():
+    src = render_sequence(1003, 9, width=64, height=48, fps=240.0)
+    assert isinstance(src, FrameSource) and len(src) == 9
+    frames = list(src)
+    assert [f.index for f in frames] == list(range(9))
+    assert [f.t_us for f in frames] == [round(k * 1e6 / 240) for k in range(9)]
+    for f in frames:
+        assert isinstance(f, Frame)
+        assert f.image.shape == (48, 64) and f.image.dtype == np.float32
+        assert 0.0 <= f.image.min() and f.image.max() <= 1.0
+        assert f.box.shape == (4,) and f.box.dtype == np.float32
+    t, boxes = src.gt_track()
+    assert t.dtype == np.int64 and boxes.shape == (9, 4)
+    np.testing.assert_array_equal(boxes[3], frames[3].box)
+
+
+@pytest.mark.parametrize("seed", [1000, 1005, 1010, 7])
+def test_box_encloses_rendered_prey(seed):
+    src = render_sequence(seed, 60)
+    for t_us in np.linspace(0, src.duration_us, 9).astype(np.int64) + 123:
+        alpha = src.render_at(int(t_us), prey_only=True)
+        full = src.box_at(int(t_us), clip=False)
+        ys, xs = np.nonzero(alpha > 0.5)
+        if len(xs) == 0:
+            continue
+        x, y, w, h = full
+        # every covered pixel is inside the exact box (half a pixel of rasterisation + 1 px
+        # of bilinear resampling)
+        assert xs.min() >= x - 1.5 and xs.max() <= x + w + 1.5
+        assert ys.min() >= y - 1.5 and ys.max() <= y + h + 1.5
+        # and the box is tight when the object is fully inside the image
+        b = src.box_at(int(t_us))
+        if np.allclose(b, full, atol=1e-3):
+            assert xs.min() <= x + 1.5 and xs.max() >= x + w - 1.5
+            assert ys.min() <= y + 1.5 and ys.max() >= y + h - 1.5
+
+
+def test_box_at_is_analytic_between_frames():
+    src = render_sequence(1004, 30)
+    t = src.frame_t_us(np.arange(30))
+    fine = src.box_at(np.arange(0, t[-1], 521))  # ~8x oversampling
+    assert fine.shape[1] == 4
+    # a mid-frame box is not just the average of its neighbours in general, but it is close
+    mid = src.box_at((t[10] + t[11]) // 2)
+    assert np.all(np.abs(mid - (src.box_at(t[10]) + src.box_at(t[11])) / 2) < 1.0)
+    # vectorised and scalar evaluation agree
+    np.testing.assert_allclose(src.box_at(t)[17], src.box_at(int(t[17])), atol=1e-4)
+
+
+def test_fast_motion_present():
+    speeds = []
+    for seed in range(1000, 1006):
+        _, b = render_sequence(seed, 120).gt_track()
+        d = np.linalg.norm(np.diff(_centres(b), axis=0), axis=1)
+        speeds.append(np.nanmax(d))
+    assert max(speeds) > 3.0          # several px per frame at 240 fps
+    assert np.median(speeds) > 1.5
+
+
+def test_prey_mostly_in_view():
+    vis = []
+    for seed in range(1000, 1006):
+        _, b = render_sequence(seed, 240).gt_track()
+        vis.append(np.mean(~np.isnan(b[:, 0])))
+    assert np.mean(vis) > 0.9
+
+
+def test_randomisation_options():
+    src = render_sequence(1002, 5, n_distractors=(0, 0), flicker_amp=(0.0, 0.0))
+    assert src.params.distractors == [] and src.params.flicker_amp == 0.0
+    with pytest.raises(ValueError, match="unknown randomisation option"):
+        render_sequence(1002, 5, bogus=1)
+    with pytest.raises(ValueError, match="n_frames"):
+        render_sequence(1002, 0)
+
+
+def test_explicit_params_linear_motion():
+    """A hand-built scene: white square moving at 3 px/frame on black, no camera."""
+    fps = 240.0
+    verts = shape_vertices(np.random.default_rng(0), "rectangle", 10, 10)
+    prey = Sprite.solid(verts, 1.0)
+    p = SceneParams(width=64, height=48, fps=fps, n_frames=8, prey=prey,
+                    prey_path=Spline.linear([10.0, 20.0], [3.0 * fps, 0.0], 8 / fps))
+    src = SequenceSource(p)
+    t, b = src.gt_track()
+    np.testing.assert_allclose(_centres(b)[:, 0], 10 + 3 * np.arange(8), atol=1e-3)
+    np.testing.assert_allclose(b[:, 2:], 10, atol=1e-4)
+    img = src.render_at(int(t[4]))
+    assert img[20, 22] > 0.95 and img[20, 5] == 0.0 and img[20, 35] == 0.0
+    # half-frame time gives the analytic mid position
+    np.testing.assert_allclose(_centres(src.box_at(int((t[4] + t[5]) / 2))[None])[0, 0], 23.5,
+                               atol=0.01)
+
+
+def test_box_clipped_and_nan_when_out_of_view():
+    verts = shape_vertices(np.random.default_rng(0), "ellipse", 10, 10)
+    p = SceneParams(width=64, height=48, fps=100.0, n_frames=4, prey=Sprite.solid(verts),
+                    prey_path=Spline.constant([-100.0, 20.0]))
+    src = SequenceSource(p)
+    assert np.all(np.isnan(src.box_at(0)))
+    src.params.prey_path = Spline.constant([2.0, 20.0])
+    b = src.box_at(0)
+    assert b[0] == 0.0 and abs(b[2] - 7.0) < 1e-4
+
+
+def test_spline_properties():
+    rng = np.random.default_rng(3)
+    sp = Spline(rng.normal(size=(10, 2)), 0.1)
+    t = np.linspace(0, sp.t_end_s, 1001)
+    v = sp(t)
+    # C1 continuity: no jumps in finite differences across knots
+    d = np.diff(v, axis=0)
+    assert np.max(np.abs(np.diff(d, axis=0))) < 1e-3
+    np.testing.assert_allclose(sp(-1.0), sp(0.0))
+    np.testing.assert_allclose(sp(sp.t_end_s + 5), sp(sp.t_end_s))
+    with pytest.raises(ValueError):
+        Spline(np.zeros((3, 2)), 0.1)
+
+
+def test_textures_in_range():
+    rng = np.random.default_rng(0)
+    for kind in ("noise", "stripes", "checker", "gradient", "blobs"):
+        tex = random_texture(rng, 20, 30, kinds=(kind,))
+        assert tex.shape == (20, 30) and tex.dtype == np.float32
+        assert tex.min() >= 0 and tex.max() <= 1 and tex.std() > 0
+    with pytest.raises(ValueError, match="unknown texture"):
+        random_texture(rng, 4, 4, kinds=("nope",))
+    for kind in ("ellipse", "rectangle", "polygon", "blob"):
+        v = shape_vertices(rng, kind, 12, 7)
+        np.testing.assert_allclose(v.max(0) - v.min(0), [12, 7])
+
+
+def test_render_speed_shapes():
+    src = render_sequence(1006, 4)
+    import time
+    t0 = time.perf_counter()
+    for k in range(4):
+        img = src.render_at(int(src.frame_t_us(k)))
+    dt = (time.perf_counter() - t0) / 4
+    assert img.shape == (180, 240)
+    assert dt < 0.5  # sanity only; ~1 ms expected
