@@ -1,0 +1,19 @@
+"""Shared test fixtures: loopback-only DDS with a domain id of our own."""
+import os
+import random
+
+import pytest
+
+# Never let DDS discovery leave the machine, and keep test runs apart from anything else.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(120, 200)))
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def ros_domain(monkeypatch):
+    """A fresh ROS_DOMAIN_ID for one multi-process test (children inherit it)."""
+    dom = str(random.randint(120, 220))
+    monkeypatch.setenv("ROS_DOMAIN_ID", dom)
+    return dom
