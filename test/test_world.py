@@ -173,3 +173,151 @@ def test_render_speed_shapes():
     dt = (time.perf_counter() - t0) / 4
     assert img.shape == (180, 240)
     assert dt < 0.5  # sanity only; ~1 ms expected
+
+
+# --------------------------------------------------------------------------- predator-prey
+
+import math  # noqa: E402
+
+from dashnet_ros.world.predator_prey import (PredatorPreyWorld, WorldSource,  # noqa: E402
+                                             pursuit_controller)
+
+
+def _face_prey(w, offset=0.0):
+    d = w.prey[:2] - w.pred[:2]
+    w.pred[2] = math.atan2(d[1], d[0]) + offset
+
+
+def test_world_deterministic_per_seed():
+    a, b, c = PredatorPreyWorld(seed=5), PredatorPreyWorld(seed=5), PredatorPreyWorld(seed=6)
+    for w in (a, b, c):
+        w.set_cmd(0.5, 0.7)
+        for _ in range(20):
+            w.step(1 / 240)
+    np.testing.assert_array_equal(a.pred, b.pred)
+    np.testing.assert_array_equal(a.prey, b.prey)
+    np.testing.assert_array_equal(a.render(), b.render())
+    assert not np.array_equal(a.render(), c.render())
+
+
+def test_zero_cmd_keeps_predator_still_and_unicycle_integration():
+    w = PredatorPreyWorld(seed=1)
+    p0 = w.pred.copy()
+    for _ in range(50):
+        w.step(0.01)
+    np.testing.assert_array_equal(w.pred, p0)
+    # pure rotation: position fixed, heading advances by omega * t
+    w.set_cmd(0.0, 1.0)
+    w.step(0.5)
+    np.testing.assert_allclose(w.pred[:2], p0[:2])
+    assert abs(((w.pred[2] - p0[2] - 0.5) + np.pi) % (2 * np.pi) - np.pi) < 1e-9
+    # a quarter circle: v / omega radius
+    w = PredatorPreyWorld(seed=1, arena_m=20.0)
+    w.pred[:] = (10.0, 10.0, 0.0)
+    w.set_cmd(0.5, 1.0)
+    w.step(np.pi / 2)
+    np.testing.assert_allclose(w.pred, [10.5, 10.5, np.pi / 2], atol=1e-9)
+    # commands are clamped to the robot's limits
+    w.set_cmd(100.0, -100.0)
+    assert w.cmd == (w.pred_v_max_mps, -w.pred_omega_max_radps)
+
+
+def test_predator_stays_in_arena():
+    w = PredatorPreyWorld(seed=2, arena_m=2.0)
+    w.set_cmd(1.0, 0.0)
+    w.step(5.0)
+    assert np.all(w.pred[:2] >= w.PRED_RADIUS_M - 1e-9)
+    assert np.all(w.pred[:2] <= 2.0 - w.PRED_RADIUS_M + 1e-9)
+    assert np.all(w.prey[:2] >= 0) and np.all(w.prey[:2] <= 2.0)
+
+
+def test_prey_flees_when_close():
+    w = PredatorPreyWorld(seed=4, arena_m=6.0)
+    w.pred[:] = (3.0, 3.0, 0.0)
+    w.prey[:] = (3.6, 3.0, np.pi / 2)   # close, heading sideways
+    d0 = w.distance_m()
+    for _ in range(50):
+        w.step(0.01)
+    assert w.distance_m() > d0 + 0.15
+    # its top speed is below the predator's
+    assert w.prey_speed <= w.prey_v_max_mps < w.pred_v_max_mps
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_pursuit_on_gt_bearing_catches_prey(seed):
+    w = PredatorPreyWorld(seed=seed)
+    ctl = pursuit_controller()
+    t, dt = 0.0, 0.01
+    while not w.caught(0.3) and t < 30.0:
+        w.set_cmd(*ctl(w, t))
+        w.step(dt)
+        t += dt
+    assert w.caught(0.3), f"seed {seed}: not caught within 30 s (distance {w.distance_m():.2f} m)"
+
+
+def test_world_gt_box_encloses_rendered_prey():
+    checked = 0
+    for seed in range(6):
+        w = PredatorPreyWorld(seed=seed)
+        for off, dist in ((0.0, None), (0.25, None), (-0.3, 1.0), (0.1, 0.5)):
+            if dist is not None:   # move the prey to a given distance ahead
+                th = w.pred[2]
+                w.prey[:2] = w.pred[:2] + dist * np.array([math.cos(th), math.sin(th)])
+            _face_prey(w, off)
+            b = w.gt_box()
+            alpha = w.render(prey_only=True)
+            ys, xs = np.nonzero(alpha > 0.5)
+            if b is None:
+                assert len(xs) == 0
+                continue
+            x, y, bw, bh = b
+            assert xs.min() >= x - 1 and xs.max() <= x + bw + 1
+            assert ys.min() >= y - 1 and ys.max() <= y + bh + 1
+            assert xs.min() <= x + 1.5 and xs.max() >= x + bw - 1.5   # tight
+            assert ys.min() <= y + 1.5 and ys.max() >= y + bh - 1.5
+            checked += 1
+    assert checked >= 10
+
+
+def test_prey_behind_camera_not_visible():
+    w = PredatorPreyWorld(seed=0)
+    _face_prey(w, np.pi)
+    assert w.gt_box() is None
+    assert w.render(prey_only=True).max() == 0.0
+
+
+def test_render_heading_shifts_panorama_and_shapes():
+    w = PredatorPreyWorld(seed=3, width=64, height=48, hfov_deg=70)
+    img0 = w.render()
+    assert img0.shape == (48, 64) and img0.dtype == np.float32
+    assert 0 <= img0.min() and img0.max() <= 1 and img0.std() > 0.01
+    w.set_cmd(0.0, 1.0)
+    w.step(0.05)
+    assert np.abs(w.render() - img0).mean() > 0.01
+
+
+def test_world_source_frames_and_gt_track():
+    w = PredatorPreyWorld(seed=7, width=64, height=48, fps=100.0)
+    src = w.as_source(duration_s=0.1, cmd_fn=pursuit_controller())
+    assert isinstance(src, WorldSource) and len(src) == 10
+    t_gt, b_gt = src.gt_track()      # from a copy; the live world is untouched
+    assert w.t_us == 0
+    frames = list(src)
+    assert [f.t_us for f in frames] == [k * 10_000 for k in range(10)]
+    assert frames[0].image.shape == (48, 64)
+    np.testing.assert_array_equal(t_gt, [f.t_us for f in frames])
+    np.testing.assert_allclose(b_gt, np.stack([f.box for f in frames]), equal_nan=True)
+    assert w.t_us == 90_000
+    with pytest.raises(TypeError):
+        len(w.as_source())
+    with pytest.raises(ValueError, match="duration_s"):
+        w.as_source(duration_s=0)
+
+
+def test_world_bad_parameters():
+    with pytest.raises(ValueError, match="hfov_deg"):
+        PredatorPreyWorld(hfov_deg=0)
+    with pytest.raises(ValueError, match="arena_m"):
+        PredatorPreyWorld(arena_m=0.1)
+    with pytest.raises(ValueError, match="prey_v_max_mps"):
+        PredatorPreyWorld(prey_v_max_mps=2.0)
