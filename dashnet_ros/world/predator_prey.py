@@ -379,17 +379,20 @@ def rng_sign(rng) -> float:
 
 
 def pursuit_controller(k_omega: float = 4.0, search_omega_radps: float = 2.0,
-                       v_frac: float = 1.0) -> CmdFn:
+                       v_frac: float = 1.0, standoff_m: float = 0.0) -> CmdFn:
     """A proportional pursuit ``cmd_fn``: turn toward the prey's ground-truth box bearing
-    and drive at ``v_frac`` of top speed when it is ahead; spin to search when unseen."""
+    and drive at ``v_frac`` of top speed when it is ahead; spin to search when unseen.
+    ``standoff_m > 0`` slows down to keep that distance (an endless chase for demos)."""
 
     def cmd(world: PredatorPreyWorld, t_s: float):
         b = world.gt_box()
         if b is None:
             return 0.0, search_omega_radps
         bearing = math.atan(((b[0] + b[2] / 2) - world.cx) / world.f_px)
-        return (v_frac * world.pred_v_max_mps * max(0.0, math.cos(bearing)) ** 4,
-                -k_omega * bearing)
+        v = v_frac * world.pred_v_max_mps * max(0.0, math.cos(bearing)) ** 4
+        if standoff_m > 0:
+            v *= min(max((world.distance_m() - standoff_m) / 0.3, 0.0), 1.0)
+        return v, -k_omega * bearing
 
     return cmd
 
