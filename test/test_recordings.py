@@ -395,6 +395,21 @@ def test_live_camera_without_camera_raises_clear_error():
         LiveCamera()
 
 
+def test_live_camera_open_failure_names_the_cameras(monkeypatch):
+    import dv_processing as dv
+
+    class Desc:
+        serialNumber = "DAVIS240C_00001234"
+
+    def failing_open(*a, **k):
+        raise IndexError("vector::_M_range_check")
+
+    monkeypatch.setattr(dv.io.camera, "discover", lambda: [Desc()])
+    monkeypatch.setattr(dv.io.camera, "open", failing_open)
+    with pytest.raises(CameraNotFoundError, match=r"cannot open iniVation camera XYZ.*DAVIS240C_00001234"):
+        LiveCamera("XYZ")
+
+
 class _FakeDvCamera:
     """Duck-typed dv camera: events in packets, each frame delivered after its exposure."""
 
