@@ -43,7 +43,8 @@ def concat_events(chunks) -> np.ndarray:
     chunks = [c for c in chunks if len(c)]
     if not chunks:
         return empty_events()
-    return np.concatenate(chunks)
+    # dtype= keeps the 16-byte record: a plain concatenate drops the padding (13 bytes).
+    return np.concatenate(chunks, dtype=EVENT_DTYPE)
 
 
 def is_sorted(ev: np.ndarray) -> bool:
