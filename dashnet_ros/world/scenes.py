@@ -58,6 +58,15 @@ class Spline:
         return (self.ctrl.shape[0] - 3) * self.dt_s
 
     def __call__(self, t_s) -> np.ndarray:
+        if np.ndim(t_s) == 0:   # fast path for one time (rendering)
+            n = self.ctrl.shape[0]
+            u = min(max(float(t_s) / self.dt_s, 0.0), n - 3.0)
+            i = min(int(u), n - 4)
+            f = u - i
+            g = 1.0 - f
+            w = np.array([g * g * g, 3 * f ** 3 - 6 * f * f + 4,
+                          -3 * f ** 3 + 3 * f * f + 3 * f + 1, f * f * f]) / 6.0
+            return w @ self.ctrl[i:i + 4]
         t = np.asarray(t_s, np.float64)
         u = np.clip(t / self.dt_s, 0.0, self.ctrl.shape[0] - 3)
         i = np.minimum(np.floor(u).astype(np.int64), self.ctrl.shape[0] - 4)
@@ -191,7 +200,11 @@ def sample_params(seed: int, n_frames: int, width: int = 240, height: int = 180,
         raise ValueError(f"frame size must be at least 16x16, got {width}x{height}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
-    rng = np.random.default_rng(seed)
+    # Independent streams per component, each with its one variable-length draw last, so a
+    # longer sequence of the same seed starts exactly like a shorter one.
+    ss = np.random.SeedSequence(seed)
+    (r_bg, r_cam, r_zoom, r_prey, r_path, r_pose, r_dis, r_light) = (
+        np.random.default_rng(c) for c in ss.spawn(8))
     s = _scale_px(width, height)
     duration = n_frames / fps
 
@@ -199,73 +212,77 @@ def sample_params(seed: int, n_frames: int, width: int = 240, height: int = 180,
     zmin, zmax = r.zoom_range
     sheet_w = int(np.ceil(width * zmax * 2.2))
     sheet_h = int(np.ceil(height * zmax * 2.2))
-    bg_mean = float(rng.uniform(0.2, 0.8))
-    sheet = clutter_sheet(rng, sheet_h, sheet_w, mean=bg_mean, item_px=(6 * s, 70 * s),
+    bg_mean = float(r_bg.uniform(0.2, 0.8))
+    sheet = clutter_sheet(r_bg, sheet_h, sheet_w, mean=bg_mean, item_px=(6 * s, 70 * s),
                           textures=r.textures, shapes=r.shapes)
-    cam_dt = float(rng.uniform(0.1, 0.3))
+    cam_dt = float(r_cam.uniform(0.1, 0.3))
     kc = int(np.ceil(duration / cam_dt)) + 4
     mx, my = zmax * width / 2 + 2, zmax * height / 2 + 2
-    cam_step = r.camera_speed_px_per_frame * fps * cam_dt * rng.uniform(0.0, 1.0)
-    xy = _walk(rng, kc, (mx, my), (sheet_w - mx, sheet_h - my), cam_step)
-    lz = _walk(rng, kc, (np.log(zmin),), (np.log(zmax),), 0.3 * rng.random() * cam_dt / 0.1)
+    cam_step = r.camera_speed_px_per_frame * fps * cam_dt * r_cam.uniform(0.0, 1.0)
+    xy = _walk(r_cam, kc, (mx, my), (sheet_w - mx, sheet_h - my), cam_step)
+    lz = _walk(r_zoom, kc, (np.log(zmin),), (np.log(zmax),), 0.3 * r_zoom.random() * cam_dt / 0.1)
     camera = Spline(np.concatenate([xy, lz], 1), cam_dt)
 
-    # prey
-    size = rng.uniform(*r.size_px) * s
-    aspect = np.exp(rng.uniform(np.log(r.aspect[0]), np.log(r.aspect[1])))
+    # prey: looks, then motion
+    size = r_prey.uniform(*r.size_px) * s
+    aspect = np.exp(r_prey.uniform(np.log(r.aspect[0]), np.log(r.aspect[1])))
     pw, ph = size * np.sqrt(aspect), size / np.sqrt(aspect)
     lo_sz, hi_sz = r.size_px[0] * s, r.size_px[1] * s
     pw = float(np.clip(pw, lo_sz, min(hi_sz, width * 0.45)))
     ph = float(np.clip(ph, lo_sz, min(hi_sz, height * 0.45)))
-    sign = 1.0 if rng.random() < 0.5 else -1.0
+    sign = 1.0 if r_prey.random() < 0.5 else -1.0
     if bg_mean + sign * r.min_contrast > 0.95 or bg_mean + sign * r.min_contrast < 0.05:
         sign = -sign
     lo_m = bg_mean + sign * r.min_contrast
-    prey_mean = float(np.clip(lo_m + sign * rng.uniform(0.0, 0.4), 0.05, 0.95))
-    prey = Sprite.random(rng, pw, ph, shapes=r.shapes, textures=r.textures, mean=prey_mean,
-                         k=1.5)
-    knot = float(rng.uniform(*r.knot_dt_s))
+    prey_mean = float(np.clip(lo_m + sign * r_prey.uniform(0.0, 0.4), 0.05, 0.95))
+    prey = Sprite.random(r_prey, pw, ph, shapes=r.shapes, textures=r.textures,
+                         mean=prey_mean, k=1.5)
+    knot = float(r_path.uniform(*r.knot_dt_s))
     kp = int(np.ceil(duration / knot)) + 4
-    vmax = r.max_speed_px_per_frame * s * fps * rng.uniform(0.5, 1.0)
+    vmax = r.max_speed_px_per_frame * s * fps * r_path.uniform(0.5, 1.0)
     half = np.array([pw, ph]) / 2
     lo = half + 2
     hi = np.array([width - 1, height - 1]) - half - 2
-    lo, hi = np.minimum(lo, (width - 1) / 2), np.maximum(hi, (width - 1) / 2)
-    lo[1], hi[1] = min(lo[1], (height - 1) / 2), max(hi[1], (height - 1) / 2)
-    path = _walk(rng, kp, lo, hi, vmax * knot, exit_lo=-0.4 * half,
+    mid = np.array([width - 1, height - 1]) / 2
+    lo, hi = np.minimum(lo, mid), np.maximum(hi, mid)
+    path = _walk(r_path, kp, lo, hi, vmax * knot, exit_lo=-0.4 * half,
                  exit_hi=np.array([width - 1, height - 1]) + 0.4 * half,
                  exit_prob=r.exit_prob, persistence=0.6)
-    pose_ctrl = np.stack([
-        np.clip(np.cumsum(rng.normal(0, 0.08, kp)), -r.scale_var, r.scale_var),
-        np.clip(np.cumsum(rng.normal(0, 0.15, kp)), -r.rotation_rad, r.rotation_rad)
-        + rng.uniform(-r.rotation_rad, r.rotation_rad)], 1)
+    rot0 = r_pose.uniform(-r.rotation_rad, r.rotation_rad)
+    steps = np.cumsum(r_pose.normal(size=(kp, 2)) * (0.08, 0.15), axis=0)
+    pose_ctrl = np.stack([np.clip(steps[:, 0], -r.scale_var, r.scale_var),
+                          np.clip(steps[:, 1], -r.rotation_rad, r.rotation_rad) + rot0], 1)
 
-    # distractors (drawn behind the prey)
+    # distractors (drawn behind the prey), each from its own streams
     distractors = []
-    for _ in range(int(rng.integers(r.n_distractors[0], r.n_distractors[1] + 1))):
-        dsz = rng.uniform(*r.size_px) * s * np.exp(rng.uniform(-0.3, 0.3, 2))
-        spr = Sprite.random(rng, *dsz, shapes=r.shapes, textures=r.textures, k=1.5)
-        ddt = float(rng.uniform(*r.knot_dt_s)) * 2
+    n_dis = int(r_dis.integers(r.n_distractors[0], r.n_distractors[1] + 1))
+    for child in ss.spawn(n_dis):
+        r_look, r_dpath, r_dpose = (np.random.default_rng(c) for c in child.spawn(3))
+        dsz = r_look.uniform(*r.size_px) * s * np.exp(r_look.uniform(-0.3, 0.3, 2))
+        spr = Sprite.random(r_look, *dsz, shapes=r.shapes, textures=r.textures, k=1.5)
+        ddt = float(r_dpath.uniform(*r.knot_dt_s)) * 2
         kd = int(np.ceil(duration / ddt)) + 4
-        dpath = _walk(rng, kd, (0, 0), (width - 1, height - 1),
+        dpath = _walk(r_dpath, kd, (0, 0), (width - 1, height - 1),
                       r.distractor_speed * vmax * ddt)
-        dpose = np.stack([np.zeros(kd), np.cumsum(rng.normal(0, 0.2, kd))], 1)
+        dpose = np.stack([np.zeros(kd), np.cumsum(r_dpose.normal(0, 0.2, kd))], 1)
         distractors.append((spr, Spline(dpath, ddt), Spline(dpose, ddt)))
 
     # lighting
-    l_dt = float(rng.uniform(0.2, 0.6))
+    light_angle = float(r_light.uniform(0, 2 * np.pi))
+    flicker_amp = float(r_light.uniform(*r.flicker_amp))
+    flicker_hz = float(r_light.choice([100.0, 120.0]))
+    flicker_phase = float(r_light.uniform(0, 2 * np.pi))
+    l_dt = float(r_light.uniform(0.2, 0.6))
     kl = int(np.ceil(duration / l_dt)) + 4
-    lighting = Spline(np.stack([rng.uniform(-r.gain_var, r.gain_var, kl),
-                                rng.uniform(-r.gradient_var, r.gradient_var, kl)], 1), l_dt)
+    lighting = Spline(r_light.uniform(-1.0, 1.0, size=(kl, 2)) * (r.gain_var, r.gradient_var),
+                      l_dt)
 
     return SceneParams(
         width=width, height=height, fps=float(fps), n_frames=int(n_frames), prey=prey,
         prey_path=Spline(path, knot), prey_pose=Spline(pose_ctrl, knot), background=sheet,
         camera=camera, distractors=distractors, lighting=lighting,
-        light_angle_rad=float(rng.uniform(0, 2 * np.pi)),
-        flicker_amp=float(rng.uniform(*r.flicker_amp)),
-        flicker_hz=float(rng.choice([100.0, 120.0])),
-        flicker_phase=float(rng.uniform(0, 2 * np.pi)), seed=seed)
+        light_angle_rad=light_angle, flicker_amp=flicker_amp, flicker_hz=flicker_hz,
+        flicker_phase=flicker_phase, seed=seed)
 
 
 # --------------------------------------------------------------------------- source

@@ -8,6 +8,7 @@ Pixel convention (OpenCV's): pixel ``(col i, row j)`` has its centre at ``(i, j)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -199,6 +200,9 @@ class Sprite:
     def _lin(scale, angle):
         """``(..., 2, 2)`` linear part object -> image for ``scale`` (scalar or (sx, sy))
         then rotation by ``angle`` (radians, counter-clockwise on screen is negative y)."""
+        if np.ndim(scale) == 0 and np.ndim(angle) == 0:
+            c, s, k = math.cos(angle), math.sin(angle), float(scale)
+            return np.array([[c * k, -s * k], [s * k, c * k]])
         scale = np.asarray(scale, np.float64)
         angle = np.asarray(angle, np.float64)
         if scale.shape[-1:] == (2,):
@@ -233,14 +237,19 @@ class Sprite:
         """Alpha-composite the sprite into ``img`` (float32 HxW) in place, touching only the
         region around its outline.  ``alpha_out`` (optional, HxW) receives the coverage."""
         H, W = img.shape
-        x, y, w, h = self.bbox(centre, scale, angle)
+        A = self._lin(scale, angle)
+        centre = np.asarray(centre, np.float64)
+        p = self.verts @ A.T + centre
+        (x, y), (xe, ye) = p.min(0), p.max(0)
         x0, y0 = max(int(np.floor(x)) - 2, 0), max(int(np.floor(y)) - 2, 0)
-        x1, y1 = min(int(np.ceil(x + w)) + 3, W), min(int(np.ceil(y + h)) + 3, H)
+        x1, y1 = min(int(np.ceil(xe)) + 3, W), min(int(np.ceil(ye)) + 3, H)
         if x1 <= x0 or y1 <= y0:
             return
-        M = self.affine(centre, scale, angle)
-        M[:, 2] -= (x0, y0)
-        src = np.dstack([self.tex, self.alpha])
+        A = A / self.k
+        M = np.concatenate([A, (centre - A @ self.origin - (x0, y0))[:, None]], 1)
+        src = self.__dict__.get("_src")
+        if src is None:
+            src = self.__dict__["_src"] = np.ascontiguousarray(np.dstack([self.tex, self.alpha]))
         out = cv2.warpAffine(src, M, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         t, a = out[..., 0], out[..., 1]
