@@ -306,6 +306,7 @@ def test_world_source_frames_and_gt_track():
     assert w.t_us == 90_000
     with pytest.raises(TypeError):
         len(w.as_source())
+    assert w.as_source(duration_s=1.0).gt_track() is None      # closed loop: no prediction
     with pytest.raises(ValueError, match="duration_s"):
         w.as_source(duration_s=0)
 

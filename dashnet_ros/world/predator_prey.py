@@ -441,9 +441,10 @@ class WorldSource(FrameSource):
 
     def gt_track(self):
         """Ground truth from a copy of the world as it was when the source was made, run
-        with the same ``cmd_fn`` (exact when commands depend only on the world state; None
-        for endless sources)."""
-        if self.duration_s is None:
+        with the same ``cmd_fn`` (exact when commands depend only on the world state).
+        None for endless sources and without ``cmd_fn`` (commands come from outside, e.g. a
+        closed loop: use the boxes the frames carry)."""
+        if self.duration_s is None or self.cmd_fn is None:
             return None
         fr = list(self._run(copy.deepcopy(self._start), render=False))
         return (np.array([f.t_us for f in fr], np.int64),
