@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from dashnet_ros.davis.frames import Frame, FrameSource
-from dashnet_ros.world import scenes
 from dashnet_ros.world.scenes import (TEST_SEEDS, TRAIN_SEED_MIN, SceneParams, SequenceSource,
                                       Spline, render_sequence)
 from dashnet_ros.world.textures import Sprite, random_texture, shape_vertices
