@@ -38,7 +38,7 @@ $(DEPS_STAMP): requirements.txt
 $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
 	source $(VENV)/bin/activate
 	export CMAKE_PREFIX_PATH=$(CURDIR)/$(VENV) AMENT_PREFIX_PATH=$(CURDIR)/$(VENV)
-	colcon --log-level error build --event-handlers console_cohesion- status- \
+	colcon --log-level error build --symlink-install --event-handlers console_cohesion- status- \
 	  --cmake-args -DPython3_EXECUTABLE=$(CURDIR)/$(VENV)/bin/python -DBUILD_TESTING=OFF \
 	  || { cat log/latest_build/dashnet_ros/stdout_stderr.log; exit 1; }
 	touch $@

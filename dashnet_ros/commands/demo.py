@@ -39,8 +39,8 @@ def simulate_to_video(sim, out_dir: str, duration_s: float, video_fps: float = 6
                 while item.t1_us >= next_video_us and aps is not None:
                     ev = concat_events(pending)
                     pending = []
-                    gt = sim.gt_at(next_video_us)[0]
-                    video.write(overlay(aps.image, ev, {"gt": gt},
+                    gt = sim.gt_at(next_video_us)
+                    video.write(overlay(aps.image, ev, {"gt": gt} if gt is not None else None,
                                         text=f"t={next_video_us / 1e6:.3f}s  {len(ev)} ev"))
                     next_video_us += frame_us
                 if progress:
@@ -81,8 +81,7 @@ def run(args) -> int:
     sim = DavisSimulator(source, interp_factor=args.interp_factor, dvs_model=args.dvs_model, seed=args.seed)
     with tqdm(total=int(args.duration_s * 1e6), unit="us", desc="simulating", leave=False) as bar:
         def progress(done, total):
-            bar.n = done
-            bar.refresh()
+            bar.update(done - bar.n)  # tqdm throttles the redraws itself
 
         stats = simulate_to_video(sim, args.out, args.duration_s, progress=progress)
     stats.update(source="world", seed=args.seed, interp_factor=args.interp_factor, dvs_model=args.dvs_model)
