@@ -104,7 +104,7 @@ def run_node(factory, args=None) -> int:
         node = factory()
         rclpy.spin(node)
     except (ParameterError, FileNotFoundError, ValueError) as e:
-        name = node.get_name() if node is not None else "node"
+        name = node.get_name() if node is not None else getattr(factory, "__name__", "node")
         print(f"[{name}] error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):

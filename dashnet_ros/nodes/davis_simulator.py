@@ -24,7 +24,11 @@ PARAMS = (
     Param("height", 180, "output height in pixels (DAVIS240C: 180)", positive),
     Param("interp_factor", 7, "FCN-interpolated frames between source frames (eq. 13)", one_of(0, 1, 3, 7)),
     Param("dvs_model", "pixel", "event model: 'pixel' (per-pixel v2e/ESIM style) or 'paper' (eq. 14)", one_of("pixel", "paper")),
-    Param("threshold", 0.2, "contrast threshold theta (log-intensity for 'pixel', intensity for 'paper')", positive),
+    Param("threshold", 0.2, "contrast threshold theta, ON and OFF (log intensity for 'pixel', intensity for 'paper')", positive),
+    Param("sigma_threshold", 0.03, "'pixel' model: per-pixel threshold mismatch (std)", non_negative),
+    Param("refractory_us", 100.0, "'pixel' model: refractory period in microseconds", non_negative),
+    Param("leak_rate_hz", 0.1, "'pixel' model: leak events per pixel per second", non_negative),
+    Param("shot_noise_rate_hz", 0.0, "'pixel' model: shot-noise events per pixel per second", non_negative),
     Param("aps_rate_hz", 30.0, "APS frame rate", positive),
     Param("packet_us", 1000, "duration of one event packet in microseconds", positive),
     Param("realtime_factor", 1.0, "sensor time per wall time; 0 = as fast as possible", non_negative),
@@ -41,13 +45,19 @@ def make_simulator(p: dict):
     from ..davis.stream import DavisSimulator
 
     source = open_source(p["source"], seed=p["seed"])
+    if p["dvs_model"] == "pixel":
+        dvs_params = {"threshold_on": p["threshold"], "threshold_off": p["threshold"],
+                      **{k: p[k] for k in ("sigma_threshold", "refractory_us", "leak_rate_hz",
+                                           "shot_noise_rate_hz")}}
+    else:
+        dvs_params = {"threshold": p["threshold"]}
     return DavisSimulator(
         source,
         width=p["width"],
         height=p["height"],
         interp_factor=p["interp_factor"],
         dvs_model=p["dvs_model"],
-        dvs_params={"threshold": p["threshold"]},
+        dvs_params=dvs_params,
         aps_rate_hz=p["aps_rate_hz"],
         batch_us=p["packet_us"],
         seed=p["seed"],
