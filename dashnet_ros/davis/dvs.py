@@ -100,20 +100,50 @@ class DVSModel(abc.ABC):
         self._t_us = int(t_us)
         self._reset(a)
 
-    def step(self, image, t_us: int) -> np.ndarray:
+    def _check(self, image, t_us: int, t_prev: int):
         if self._t_us is None:
             raise RuntimeError(f"{type(self).__name__}.step() called before reset()")
         a = self._frame(image)
         if a.shape != self._shape:
             raise ValueError(f"DVS frame shape changed from {self._shape} to {a.shape}")
         t_us = int(t_us)
-        if t_us <= self._t_us:
-            raise ValueError(
-                f"DVS frame times must increase: got t_us={t_us} after t_us={self._t_us}"
-            )
+        if t_us <= t_prev:
+            raise ValueError(f"DVS frame times must increase: got t_us={t_us} after t_us={t_prev}")
+        return a, t_us
+
+    def step(self, image, t_us: int) -> np.ndarray:
+        """Events of ``(t_prev, t_us]`` as the frame changes to ``image``."""
+        a, t_us = self._check(image, t_us, self._t_us if self._t_us is not None else 0)
         ev = self._step(a, self._t_us, t_us)
         self._t_us = t_us
         return ev
+
+    def step_many(self, images, t_us) -> np.ndarray:
+        """Same as calling :meth:`step` for each ``(image, t)`` in turn, events concatenated
+        (time-sorted); a model may process the frames together, faster (PixelDVS: the
+        same events up to float32 rounding, i.e. a time stamp may differ by 1 µs)."""
+        images, t_us = list(images), list(t_us)
+        if len(images) != len(t_us):
+            raise ValueError(f"step_many got {len(images)} images but {len(t_us)} times")
+        frames, times = [], []
+        prev = self._t_us if self._t_us is not None else 0
+        for img, t in zip(images, t_us):
+            a, prev = self._check(img, t, prev)
+            frames.append(a)
+            times.append(prev)
+        if not frames:
+            return empty_events()
+        ev = self._step_many(frames, times)
+        self._t_us = times[-1]
+        return ev
+
+    def _step_many(self, frames, times) -> np.ndarray:
+        out, t0 = [], self._t_us
+        for a, t in zip(frames, times):
+            out.append(self._step(a, t0, t))
+            t0 = t
+        out = [e for e in out if len(e)]
+        return np.concatenate(out) if out else empty_events()
 
     @abc.abstractmethod
     def _reset(self, image: np.ndarray) -> None:
@@ -227,68 +257,85 @@ class PixelDVS(DVSModel):
         self._lam = self.leak_rate_hz * self.threshold_on * 1e-6
 
     # -- state -----------------------------------------------------------------------
-    # ``_ref`` holds the reference *before* the global leak drift: the true reference at
-    # time t is ``_ref − lam·(t − _t_origin)``.  ``_hi``/``_lo`` are exp(_ref ± θ).
+    # ``_S`` (float32): the reference *before* the global leak drift (the true reference
+    # at time t is ``ref − lam·(t − _t_origin)``), θ_on and θ_off per pixel.
+    # ``_hi``/``_lo`` are ``exp(ref ± θ)``, compared with the frame in linear intensity.
+    # ``_block`` is the absolute end (µs) of a pixel's refractory period; only the pixels
+    # listed in ``_held`` can still be in it.
 
     def _reset(self, image: np.ndarray) -> None:
         self._rng = rng = np.random.default_rng(self.seed)
         n = image.size
+        S = np.empty((n, 3))
         if self.sigma_threshold > 0:
-            th_on = rng.normal(self.threshold_on, self.sigma_threshold, n)
-            th_off = rng.normal(self.threshold_off, self.sigma_threshold, n)
-            self._th_on = np.maximum(th_on, 0.01)
-            self._th_off = np.maximum(th_off, 0.01)
+            S[:, 1] = np.maximum(rng.normal(self.threshold_on, self.sigma_threshold, n), 0.01)
+            S[:, 2] = np.maximum(rng.normal(self.threshold_off, self.sigma_threshold, n), 0.01)
         else:
-            self._th_on = np.full(n, self.threshold_on)
-            self._th_off = np.full(n, self.threshold_off)
-        self._I0 = image.ravel().astype(np.float32, copy=True)   # frame at t_prev
-        ref = np.log(np.maximum(self._I0.astype(np.float64), 0.0) + self.eps)
+            S[:, 1] = self.threshold_on
+            S[:, 2] = self.threshold_off
+        self._I0 = image.ravel().astype(np.float32, copy=True)      # frame at t_prev
+        S[:, 0] = np.log(np.maximum(self._I0.astype(np.float64), 0.0) + self.eps)
         if self._lam > 0:
             # random phase so leak events do not all fire at once
-            ref -= rng.uniform(0.0, 1.0, n) * self._th_on
-        self._ref = ref
-        self._t_origin = self._t_us
-        self._hi = np.exp(ref + self._th_on).astype(np.float32)
-        self._lo = np.exp(ref - self._th_off).astype(np.float32)
-        # absolute end of each pixel's refractory period (µs); -inf = free
+            S[:, 0] -= rng.uniform(0.0, 1.0, n) * S[:, 1]
+        self._S = S.astype(np.float32)
         self._block = np.full(n, -np.inf)
-        self._n_blocked = 0
+        self._t_origin = self._t_us
+        self._hi = np.exp(self._S[:, 0] + self._S[:, 1])
+        self._lo = np.exp(self._S[:, 0] - self._S[:, 2])
+        self._held = np.empty(0, np.int64)
         self._x = np.empty(n, np.float32)
+        self._f1 = np.empty(n, bool)
+        self._f2 = np.empty(n, bool)
 
     def _renormalise(self, t_us: int) -> None:
         """Fold the accumulated leak drift into the stored references (rarely needed)."""
         off = self._lam * (t_us - self._t_origin)
-        self._ref -= off
+        self._S[:, 0] -= np.float32(off)
         f = np.float32(math.exp(-off))
         self._hi *= f
         self._lo *= f
         self._t_origin = t_us
 
-    # -- one interval ------------------------------------------------------------------
+    # -- frames ------------------------------------------------------------------------
     def _step(self, image: np.ndarray, t0_us: int, t1_us: int) -> np.ndarray:
-        dt = float(t1_us - t0_us)
-        if self._lam > 0 and self._lam * (t1_us - self._t_origin) > 1.0:
+        return self._step_many([image], [t1_us])
+
+    def _step_many(self, frames, times) -> np.ndarray:
+        """All frames of ``(t_prev, times[-1]]`` at once: one pass finds the pixels that
+        may fire in any of them (against the references at ``t_prev``: a pixel that never
+        leaves its band keeps its reference), then :meth:`_fire` follows those pixels
+        through the frames in order."""
+        t0_us, t_end = self._t_us, times[-1]
+        lam, eps = self._lam, np.float32(self.eps)
+        if lam > 0 and lam * (t_end - self._t_origin) > 1.0:
             self._renormalise(t0_us)
-        I1 = image.ravel()
-        # x = (I1 + eps)·exp(lam·(t1 − t_origin)) is compared with exp(ref ± θ)
-        x = np.add(I1, np.float32(self.eps), out=self._x)
-        if self._lam > 0:
-            x *= np.float32(math.exp(self._lam * (t1_us - self._t_origin)))
-        fire = x >= self._hi
-        fire |= x <= self._lo
-        if self._n_blocked:
-            fire |= self._block > t0_us
+        x, fire, f2 = self._x, self._f1, self._f2
+        for j, img in enumerate(frames):
+            # x = (I + eps)·exp(lam·(t − t_origin)) is compared with exp(ref ± θ)
+            np.add(img.ravel(), eps, out=x)
+            if lam > 0:
+                x *= np.float32(math.exp(lam * (times[j] - self._t_origin)))
+            if j == 0:
+                np.greater_equal(x, self._hi, out=fire)
+            else:
+                fire |= np.greater_equal(x, self._hi, out=f2)
+            fire |= np.less_equal(x, self._lo, out=f2)
+        if self._held.size:
+            fire[self._held] = True
         idx = np.flatnonzero(fire)
 
         ev_pix = ev_t = ev_p = None
         if idx.size:
-            ev_pix, ev_t, ev_p = self._fire(idx, I1, t0_us, dt)
+            ev_pix, ev_t, ev_p = self._fire(idx, frames, times)
+        np.copyto(self._I0, frames[-1].ravel())
 
         if self.shot_noise_rate_hz > 0:
-            k = self._rng.poisson(self.shot_noise_rate_hz * I1.size * dt * 1e-6)
+            span = t_end - t0_us
+            k = self._rng.poisson(self.shot_noise_rate_hz * x.size * span * 1e-6)
             if k:
-                pix = self._rng.integers(0, I1.size, k)
-                t = t0_us + self._rng.integers(1, int(dt) + 1, k)
+                pix = self._rng.integers(0, x.size, k)
+                t = t0_us + self._rng.integers(1, span + 1, k)
                 p = self._rng.choice(np.array([-1, 1], np.int8), k)
                 if ev_pix is None:
                     ev_pix, ev_t, ev_p = pix, t, p
@@ -296,68 +343,120 @@ class PixelDVS(DVSModel):
                     ev_pix = np.concatenate([ev_pix, pix])
                     ev_t = np.concatenate([ev_t, t])
                     ev_p = np.concatenate([ev_p, p])
-
-        np.copyto(self._I0, I1)
         if ev_pix is None:
             return empty_events()
         w = self._shape[1]
         return _build_events((ev_pix % w).astype(np.uint16), (ev_pix // w).astype(np.uint16),
                              ev_t, ev_p)
 
-    def _fire(self, idx, I1, t0_us: int, dt: float):
-        """Events and new state of the pixels ``idx`` that fire or leave refractory."""
+    def _fire(self, idx, frames, times):
+        """Events and new state of the pixels ``idx`` through ``frames``.
+
+        In frame interval j (relative times, µs) ``d = L − ref`` is linear with slope
+        ``sd``; it starts at ``d`` at time ``ts`` (0, or the end of a refractory period
+        carried over, when ``d = 0``).  Written for few numpy calls: their overhead, not
+        the arithmetic, dominates on a few hundred pixels."""
         r = self.refractory_us
         lam = self._lam
-        tiny = 1e-12
-        la = np.log(np.maximum(self._I0[idx].astype(np.float64) + self.eps, tiny))
-        lb = np.log(np.maximum(I1[idx].astype(np.float64) + self.eps, tiny))
-        drift0 = lam * (t0_us - self._t_origin)
-        ref0 = self._ref[idx] - drift0                           # true reference at t0
-        th_on = self._th_on[idx]
-        th_off = self._th_off[idx]
-
-        # refractory carried over from the last interval: reference held at L until then
-        bu = self._block[idx] - t0_us
-        held = bu > 0
-        ts = np.where(held, np.minimum(bu, dt), 0.0)
-        d_s = np.where(held, 0.0, la - ref0)                    # L − ref at ts
-        sd = (lb - la) / dt + lam                               # slope of L − ref (1/µs)
+        t0_us = self._t_us
+        K, m = len(frames), idx.size
+        S = self._S[idx]
+        L = np.empty((K + 1, m), np.float32)
+        L[0] = self._I0[idx]
+        for j, img in enumerate(frames):
+            L[j + 1] = img.ravel()[idx]
+        np.maximum(L, np.float32(1e-12 - self.eps), out=L)
+        L += np.float32(self.eps)
+        np.log(L, out=L)
+        rel = np.array([t0_us] + list(times), np.int64) - t0_us     # interval bounds
+        dts = np.diff(rel).astype(np.float32)
+        sd = np.diff(L, axis=0)
+        sd /= dts[:, None]
+        if lam:
+            sd += np.float32(lam)
         on = sd > 0
-        th = np.where(on, th_on, th_off)
-        dist = np.maximum(np.where(on, th - d_s, th + d_s), 0.0)
-        speed = np.abs(sd)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t_a = ts + dist / speed                              # first crossing (inf if speed 0)
-            period = r + th / speed
-        can = (t_a <= dt) & (speed > 0)
-        n = np.zeros(idx.size, np.int64)
-        n[can] = np.floor((dt - t_a[can]) / period[can]).astype(np.int64) + 1
+        th = np.where(on, S[:, 1], S[:, 2])
+        inv = np.abs(sd)
+        inv += np.float32(1e-30)                                # sd = 0: crossing at ~infinity
+        np.divide(np.float32(1), inv, out=inv)
+        period = th * inv                                       # spacing of the crossings
+        period += np.float32(r)
 
-        # new state at t1
-        fired = n > 0
-        t_free = t_a + (n - 1) * period + r                     # end of the last refractory
-        still_held = (fired & (t_free >= dt)) | (held & (bu >= dt))
-        d_end = np.where(fired, sd * (dt - t_free), d_s + sd * (dt - ts))
-        d_end[still_held] = 0.0
-        ref1 = lb - d_end + (drift0 + lam * dt)                 # stored (pre-drift) reference
-        self._ref[idx] = ref1
-        self._hi[idx] = np.exp(ref1 + th_on)
-        self._lo[idx] = np.exp(ref1 - th_off)
+        ref = S[:, 0] - np.float32(lam * (t0_us - self._t_origin))  # true reference at t0
+        hold = (self._block[idx] - t0_us).astype(np.float32) if self._held.size else None
+        counts, firsts = [], []
+        for j in range(K):
+            dt = float(dts[j])
+            sdj, invj = sd[j], inv[j]
+            d = L[j] - ref
+            if hold is not None:                                # refractory carried over
+                t_hold = np.maximum(hold, np.float32(0))
+                ts = np.minimum(t_hold, np.float32(dt))
+                d[t_hold > 0] = 0.0                             # reference held at L until ts
+            else:
+                t_hold = ts = np.float32(0)
+            # distance to the threshold in the direction of motion: θ − sign(sd)·d
+            dist = th[j] - d * sdj * invj
+            np.maximum(dist, np.float32(0), out=dist)
+            t_a = dist * invj                                   # first crossing
+            t_a += ts
+            q = dt - t_a
+            q /= period[j]
+            fired = q >= 0
+            nfl = np.where(fired, q, np.float32(-1))
+            np.floor(nfl, out=nfl)                              # events - 1 (-1: none)
+            # d is known to be 0 at the end t_ref of the last refractory (or of the carried one)
+            t_ref = np.where(fired, t_a + nfl * period[j] + np.float32(r), t_hold)
+            d[fired] = 0.0
+            d_end = dt - t_ref
+            np.maximum(d_end, np.float32(0), out=d_end)
+            d_end *= sdj
+            d_end += d
+            ref = L[j + 1] - d_end
+            if r > 0:
+                hold = t_ref - np.float32(dt)                   # > 0: still held after t_{j+1}
+            counts.append(nfl)
+            firsts.append(t_a)
+
+        # new state
+        S[:, 0] = ref + np.float32(lam * (times[-1] - self._t_origin))   # stored, pre-drift
+        self._S[idx] = S
+        self._hi[idx] = np.exp(S[:, 0] + S[:, 1])
+        self._lo[idx] = np.exp(S[:, 0] - S[:, 2])
         if r > 0:
-            blk = np.where(fired, t0_us + t_free, self._block[idx])
-            self._block[idx] = np.where(still_held, blk, -np.inf)
-            self._n_blocked += int(np.count_nonzero(still_held)) - int(np.count_nonzero(held))
+            still = hold > 0
+            self._block[idx] = np.where(still, hold.astype(np.float64) + times[-1], -np.inf)
+            self._held = idx[still]
 
-        if not fired.any():
+        # events
+        nf = np.stack(counts) if K > 1 else counts[0][None]
+        nf = nf.astype(np.int64).ravel()
+        nf += 1
+        sel = np.flatnonzero(nf)
+        if sel.size == 0:
             return None, None, None
-        sel = np.flatnonzero(fired)
-        nf = n[sel]
-        total = int(nf.sum())
-        k = np.arange(total) - np.repeat(np.cumsum(nf) - nf, nf)
-        t_rel = np.repeat(t_a[sel], nf) + k * np.repeat(period[sel], nf)
-        t = t0_us + np.clip(np.rint(t_rel), 1, dt).astype(np.int64)
-        pol = np.where(on[sel], 1, -1).astype(np.int8)
-        return np.repeat(idx[sel], nf), t, np.repeat(pol, nf)
+        c = nf[sel]
+        t_first = (np.stack(firsts) if K > 1 else firsts[0][None]).ravel()[sel]
+        per = period.ravel()[sel]
+        pol = on.ravel()[sel]
+        seg = sel // m                                          # frame interval of each pixel
+        pix = idx[sel - seg * m]
+        if int(c.max()) > 1:
+            total = int(c.sum())
+            k = np.arange(total) - np.repeat(np.cumsum(c) - c, c)
+            t_rel = np.repeat(t_first, c) + k * np.repeat(per, c)
+            pix, pol, seg = np.repeat(pix, c), np.repeat(pol, c), np.repeat(seg, c)
+        else:
+            t_rel = t_first
+        # µs within the interval, in (0, dt]; then onto the absolute clock
+        t = np.rint(t_rel).astype(np.int64)
+        if K > 1:
+            np.clip(t, 1, rel[1:][seg] - rel[:-1][seg], out=t)
+            t += rel[:-1][seg] + t0_us
+        else:
+            np.clip(t, 1, int(rel[1]), out=t)
+            t += t0_us
+        return pix, t, pol.astype(np.int8) * np.int8(2) - np.int8(1)
 
 
 DVS_MODELS = {PaperDVS.name: PaperDVS, PixelDVS.name: PixelDVS}

@@ -256,8 +256,8 @@ class DavisSimulator:
                 yield from close(t_prev, cut)
                 if cut:
                     yield aps_frame(prev, prev_img)
-                # events of (t_prev, t]
-                chunks = []
+                # events of (t_prev, t]: through the sub-frames, then the source frame
+                sub_imgs, sub_ts = [], []
                 if factor:
                     subs = self.interpolator(prev_img, img, factor)
                     if len(subs) != factor:
@@ -270,14 +270,15 @@ class DavisSimulator:
                     for j, sub in enumerate(subs, 1):
                         tj = t_prev + int(round(j * span / (factor + 1)))
                         if t_last < tj < t:
-                            chunks.append(self.dvs.step(np.asarray(sub, np.float32), tj))
+                            sub_imgs.append(np.asarray(sub, np.float32))
+                            sub_ts.append(tj)
                             t_last = tj
-                chunks.append(self.dvs.step(img, t))
-                chunks = [c for c in chunks if len(c)]
-                if chunks:
-                    pend = np.concatenate([pend] + chunks) if len(pend) else (
-                        chunks[0] if len(chunks) == 1 else np.concatenate(chunks))
-                    st["events"] += sum(len(c) for c in chunks)
+                sub_imgs.append(img)
+                sub_ts.append(t)
+                ev = self.dvs.step_many(sub_imgs, sub_ts)
+                if len(ev):
+                    pend = np.concatenate([pend, ev]) if len(pend) else ev
+                    st["events"] += len(ev)
                 yield from close(t, False)
             prev, prev_img = frame, img
             st["source_frames"] += 1
