@@ -230,10 +230,11 @@ class PixelDVS(DVSModel):
     random phase per pixel).  Shot noise: Poisson events at ``shot_noise_rate_hz`` per
     pixel, random polarity, independent of the reference.
 
-    Speed: the whole-image work per frame is a handful of multiply/compare operations in
-    linear intensity against per-pixel bounds ``exp(ref ± θ)`` (the leak drift is one
-    global factor); logs, crossing times and state updates are computed only for the
-    pixels that fire.
+    Speed: no whole-image log.  :meth:`step_many` (what the simulator calls, one source
+    interval of sub-frames at a time) takes each pixel's brightest and darkest value over
+    the frames and compares them, in linear intensity, with per-pixel bounds
+    ``exp(ref ± θ)`` (the leak drift is one global factor); logs, crossing times and state
+    updates are then computed only for the pixels that can fire, all frames together.
     """
 
     name = "pixel"
@@ -285,6 +286,7 @@ class PixelDVS(DVSModel):
         self._lo = np.exp(self._S[:, 0] - self._S[:, 2])
         self._held = np.empty(0, np.int64)
         self._x = np.empty(n, np.float32)
+        self._y = np.empty(n, np.float32)
         self._f1 = np.empty(n, bool)
         self._f2 = np.empty(n, bool)
 
@@ -310,17 +312,26 @@ class PixelDVS(DVSModel):
         lam, eps = self._lam, np.float32(self.eps)
         if lam > 0 and lam * (t_end - self._t_origin) > 1.0:
             self._renormalise(t0_us)
-        x, fire, f2 = self._x, self._f1, self._f2
-        for j, img in enumerate(frames):
-            # x = (I + eps)·exp(lam·(t − t_origin)) is compared with exp(ref ± θ)
-            np.add(img.ravel(), eps, out=x)
-            if lam > 0:
-                x *= np.float32(math.exp(lam * (times[j] - self._t_origin)))
-            if j == 0:
-                np.greater_equal(x, self._hi, out=fire)
-            else:
-                fire |= np.greater_equal(x, self._hi, out=f2)
-            fire |= np.less_equal(x, self._lo, out=f2)
+        # the band test on the brightest and darkest value each pixel takes in the frames:
+        # x = (I + eps)·exp(lam·(t − t_origin)) against exp(ref ± θ)
+        hi_x, lo_x, fire, f2 = self._x, self._y, self._f1, self._f2
+        if len(frames) == 1:
+            np.add(frames[0].ravel(), eps, out=hi_x)
+            lo_x = hi_x
+        else:
+            np.maximum(frames[0].ravel(), frames[1].ravel(), out=hi_x)
+            np.minimum(frames[0].ravel(), frames[1].ravel(), out=lo_x)
+            for img in frames[2:]:
+                np.maximum(hi_x, img.ravel(), out=hi_x)
+                np.minimum(lo_x, img.ravel(), out=lo_x)
+            hi_x += eps
+            lo_x += eps
+        if lam > 0:   # the drift factor grows with time: last frame's for hi, first's for lo
+            hi_x *= np.float32(math.exp(lam * (times[-1] - self._t_origin)))
+            if len(frames) > 1:
+                lo_x *= np.float32(math.exp(lam * (times[0] - self._t_origin)))
+        np.greater_equal(hi_x, self._hi, out=fire)
+        fire |= np.less_equal(lo_x, self._lo, out=f2)
         if self._held.size:
             fire[self._held] = True
         idx = np.flatnonzero(fire)
@@ -332,9 +343,9 @@ class PixelDVS(DVSModel):
 
         if self.shot_noise_rate_hz > 0:
             span = t_end - t0_us
-            k = self._rng.poisson(self.shot_noise_rate_hz * x.size * span * 1e-6)
+            k = self._rng.poisson(self.shot_noise_rate_hz * fire.size * span * 1e-6)
             if k:
-                pix = self._rng.integers(0, x.size, k)
+                pix = self._rng.integers(0, fire.size, k)
                 t = t0_us + self._rng.integers(1, span + 1, k)
                 p = self._rng.choice(np.array([-1, 1], np.int8), k)
                 if ev_pix is None:
@@ -379,38 +390,44 @@ class PixelDVS(DVSModel):
         inv = np.abs(sd)
         inv += np.float32(1e-30)                                # sd = 0: crossing at ~infinity
         np.divide(np.float32(1), inv, out=inv)
-        period = th * inv                                       # spacing of the crossings
-        period += np.float32(r)
+        # with d = L − ref: first crossing at t = max(A − d·B, 0) (+ start), A = θ/|sd|,
+        # B = sign(sd)/|sd|; later crossings every P = A + refractory
+        A = th * inv
+        B = sd * inv
+        B *= inv
+        P = A + np.float32(r)
+        Q = np.float32(1) / P
 
         ref = S[:, 0] - np.float32(lam * (t0_us - self._t_origin))  # true reference at t0
         hold = (self._block[idx] - t0_us).astype(np.float32) if self._held.size else None
         counts, firsts = [], []
         for j in range(K):
             dt = float(dts[j])
-            sdj, invj = sd[j], inv[j]
+            # d = L − ref at the interval start; a pixel still held in refractory has its
+            # reference at L, i.e. d = 0, and cannot fire before ts
             d = L[j] - ref
-            if hold is not None:                                # refractory carried over
+            t_a = d * B[j]
+            np.subtract(A[j], t_a, out=t_a)
+            np.maximum(t_a, np.float32(0), out=t_a)             # first crossing
+            if hold is not None:
                 t_hold = np.maximum(hold, np.float32(0))
-                ts = np.minimum(t_hold, np.float32(dt))
-                d[t_hold > 0] = 0.0                             # reference held at L until ts
+                t_a += np.minimum(t_hold, np.float32(dt))
             else:
-                t_hold = ts = np.float32(0)
-            # distance to the threshold in the direction of motion: θ − sign(sd)·d
-            dist = th[j] - d * sdj * invj
-            np.maximum(dist, np.float32(0), out=dist)
-            t_a = dist * invj                                   # first crossing
-            t_a += ts
+                t_hold = np.float32(0)
             q = dt - t_a
-            q /= period[j]
+            q *= Q[j]
             fired = q >= 0
             nfl = np.where(fired, q, np.float32(-1))
             np.floor(nfl, out=nfl)                              # events - 1 (-1: none)
             # d is known to be 0 at the end t_ref of the last refractory (or of the carried one)
-            t_ref = np.where(fired, t_a + nfl * period[j] + np.float32(r), t_hold)
+            t_ref = nfl * P[j]
+            t_ref += t_a
+            t_ref += np.float32(r)
+            t_ref = np.where(fired, t_ref, t_hold)
             d[fired] = 0.0
             d_end = dt - t_ref
             np.maximum(d_end, np.float32(0), out=d_end)
-            d_end *= sdj
+            d_end *= sd[j]
             d_end += d
             ref = L[j + 1] - d_end
             if r > 0:
@@ -437,7 +454,7 @@ class PixelDVS(DVSModel):
             return None, None, None
         c = nf[sel]
         t_first = (np.stack(firsts) if K > 1 else firsts[0][None]).ravel()[sel]
-        per = period.ravel()[sel]
+        per = P.ravel()[sel]
         pol = on.ravel()[sel]
         seg = sel // m                                          # frame interval of each pixel
         pix = idx[sel - seg * m]

@@ -38,7 +38,12 @@ def linear_blend(frame_a: np.ndarray, frame_b: np.ndarray, factor: int) -> List[
     a = np.asarray(frame_a, dtype=np.float32)
     b = np.asarray(frame_b, dtype=np.float32)
     diff = b - a
-    return [a + np.float32(j / (factor + 1)) * diff for j in range(1, factor + 1)]
+    out = []
+    for j in range(1, factor + 1):
+        f = diff * np.float32(j / (factor + 1))
+        f += a
+        out.append(f)
+    return out
 
 
 def _default_interpolator():
