@@ -1,0 +1,133 @@
+"""Temporal complementary filter (paper §3.3.1, eq. 7-9).
+
+For an SNN box ``o`` at time ``t_s`` the filter takes the ANN box ``a`` whose time ``t_a``
+is nearest to ``t_s`` and returns ``h = w * o + (1 - w) * a`` with::
+
+    D = ((t_a - t_s) / time_scale)^2                      # eq. 7
+    w = 1 - 2 / (1 + exp(D))  (= tanh(D / 2))             # eq. 8
+    h = w * SNN + (1 - w) * ANN   (centre form cx, cy, w, h)   # eq. 9
+
+The paper writes ``D = ||t_a - t_s||^2`` without a unit, so the time scale is what makes
+it usable: ``time_scale_s`` (default 1/60 s, half the 33.3 ms interval of 30 Hz APS
+frames) puts the cross-over where the ANN's information is half a frame old.  With the
+default, ``w`` against ``|t_a - t_s|``:
+
+=========  ======  =====  =====  =====  ======  ======  ======  ======
+|dt| (ms)  0       2      5      10     16.7    25      33.3    50
+w (SNN)    0.000   0.007  0.045  0.178  0.462   0.809   0.964   1.000
+=========  ======  =====  =====  =====  ======  ======  ======  ======
+
+so right at an APS frame the ANN dominates and just before the next frame (33 ms after
+the last one, which is all a live system can have) the SNN does.  Use
+:meth:`TCF.for_frame_rate` for other APS rates.
+
+Causality: the filter only knows the ANN outputs given to :meth:`TCF.add_ann`.  In a live
+system those are the ones already received, so "nearest" means the nearest *available*
+output (usually the latest one); offline, all ANN outputs may be added first, which lets
+a later frame be used.  ``causal=True`` enforces ``t_a <= t_s`` in both cases.
+
+Boxes go in and out as the core's ``(x, y, w, h)`` pixels and are blended in the paper's
+centre form; since the conversion is linear the blend is the same in either form.  A NaN
+SNN box gives the ANN box, a NaN (or absent) ANN box gives the SNN box, both NaN give NaN.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from ..boxes import cxcywh_to_xywh, xywh_to_cxcywh
+
+
+def tcf_weight(dt_s: float, time_scale_s: float) -> float:
+    """SNN weight ``w`` (eq. 8) for an ANN/SNN time distance ``dt_s`` seconds."""
+    d = (dt_s / time_scale_s) ** 2
+    return math.tanh(d / 2.0)  # == 1 - 2 / (1 + exp(d)), without overflow
+
+
+class TCF:
+    """Fuses SNN boxes with the nearest ANN box in time (eq. 7-9).
+
+    ``time_scale_s``: the time unit of ``D`` (see module doc).  ``causal``: only use ANN
+    outputs with ``t_a <= t_s``.  ``max_history``: ANN outputs kept (oldest dropped).
+    After each :meth:`fuse`, ``last_weight`` holds ``w`` (1.0 when no ANN box was used)
+    and ``last_ann_t_us`` the time of the ANN output used (None if none).
+    """
+
+    def __init__(self, time_scale_s: float = 1.0 / 60.0, causal: bool = False, max_history: int = 256):
+        if not (time_scale_s > 0 and math.isfinite(time_scale_s)):
+            raise ValueError(f"TCF time_scale_s must be a positive number of seconds, got {time_scale_s!r}")
+        if max_history < 1:
+            raise ValueError(f"TCF max_history must be >= 1, got {max_history!r}")
+        self.time_scale_s = float(time_scale_s)
+        self.causal = bool(causal)
+        self.max_history = int(max_history)
+        self._t: List[int] = []
+        self._box: List[Optional[np.ndarray]] = []  # centre form, None when NaN
+        self.last_weight: float = 1.0
+        self.last_ann_t_us: Optional[int] = None
+
+    @classmethod
+    def for_frame_rate(cls, aps_rate_hz: float, **kw) -> "TCF":
+        """A filter whose time scale is half the APS frame interval."""
+        if not aps_rate_hz > 0:
+            raise ValueError(f"APS frame rate must be positive, got {aps_rate_hz!r}")
+        return cls(time_scale_s=0.5 / aps_rate_hz, **kw)
+
+    def reset(self) -> None:
+        self._t.clear()
+        self._box.clear()
+        self.last_weight = 1.0
+        self.last_ann_t_us = None
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def add_ann(self, t_us: int, box_xywh) -> None:
+        """Record an ANN output (``(x, y, w, h)`` pixels, NaN allowed) for frame time ``t_us``."""
+        t_us = int(t_us)
+        b = np.asarray(box_xywh, dtype=np.float64).reshape(4)
+        c = xywh_to_cxcywh(b).astype(np.float64) if np.all(np.isfinite(b)) else None
+        i = bisect.bisect_right(self._t, t_us)
+        self._t.insert(i, t_us)
+        self._box.insert(i, c)
+        if len(self._t) > self.max_history:
+            del self._t[0], self._box[0]
+
+    def nearest_ann(self, t_us: int) -> Optional[Tuple[int, Optional[np.ndarray]]]:
+        """``(t_a, centre box or None)`` of the ANN output nearest to ``t_us`` (eq. 7), or None.
+
+        On a tie the earlier output wins; with ``causal`` only ``t_a <= t_us`` count.
+        """
+        if not self._t:
+            return None
+        i = bisect.bisect_right(self._t, int(t_us))  # self._t[i-1] <= t_us < self._t[i]
+        cands = []
+        if i > 0:
+            cands.append(i - 1)
+        if i < len(self._t) and not self.causal:
+            cands.append(i)
+        if not cands:
+            return None
+        k = min(cands, key=lambda j: (abs(self._t[j] - t_us), self._t[j]))
+        return self._t[k], self._box[k]
+
+    def fuse(self, t_snn_us: int, box_snn) -> np.ndarray:
+        """Fused ``(x, y, w, h)`` float32 box for an SNN output at ``t_snn_us`` (eq. 9)."""
+        s = np.asarray(box_snn, dtype=np.float64).reshape(4)
+        s_ok = bool(np.all(np.isfinite(s)))
+        near = self.nearest_ann(t_snn_us)
+        self.last_ann_t_us = None if near is None else near[0]
+        if near is None or near[1] is None:
+            self.last_weight = 1.0
+            return s.astype(np.float32) if s_ok else np.full(4, np.nan, np.float32)
+        t_a, a = near
+        if not s_ok:
+            self.last_weight = 0.0
+            return cxcywh_to_xywh(a).astype(np.float32)
+        w = tcf_weight((t_a - int(t_snn_us)) * 1e-6, self.time_scale_s)
+        self.last_weight = w
+        h = w * xywh_to_cxcywh(s).astype(np.float64) + (1.0 - w) * a
+        return cxcywh_to_xywh(h).astype(np.float32)

@@ -1,0 +1,146 @@
+"""The frame-based tracker (paper §3.2, eq. 5-6) with the attention channel (§3.3.2).
+
+A ReLU CNN (eq. 5) built from a layer string (:mod:`.arch`); every conv and hidden FC is
+followed by ReLU, the final ``FC4`` is linear and gives the box as ``(cx, cy, w, h)``
+normalised to the network's input region.  Input: the APS frame (1 channel, luminance in
+[0, 1]) and, with attention (ANN-AT), the attention channel ``A = X * M`` (eq. 11) made
+from the latest fused box before the frame (eq. 10) -- 2 channels; without attention
+(ANN-NAT) the frame alone.  Loss: eq. 6 (:func:`ann_loss`).
+
+Two presets (:data:`PRESETS`): ``"paper"`` is the §4 string on the whole 240x180 frame;
+``"fast"`` a narrower network on the whole frame at half resolution, for CPUs.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from ..fusion.attention import attention_mask
+from .arch import PAPER_ANN_ARCH, box_regression_loss, build_stage_layers, check_readout, layer_specs
+
+
+@dataclass(frozen=True)
+class ANNPreset:
+    """A named ANN configuration.
+
+    ``view``: ``"frame"`` (input region = whole frame) or ``"search"`` (square window of
+    ``search_scale`` times the last box's larger side around it).  ``sigma_rel``: the
+    attention Gaussian's sigma as a fraction of the fed-back box's larger side.
+    """
+
+    arch: str
+    in_hw: Tuple[int, int]
+    view: str
+    search_scale: float
+    attention: bool = True
+    sigma_rel: float = 0.5
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["in_hw"] = list(self.in_hw)
+        return d
+
+
+PRESETS: Dict[str, ANNPreset] = {
+    "paper": ANNPreset(PAPER_ANN_ARCH, (180, 240), "frame", 0.0),
+    "fast": ANNPreset("Input-16C3S2-MP2-32C3S1-MP2-64C3S1-MP2-128C2S2-FC256-FC4", (90, 120), "frame", 0.0),
+}
+
+
+class FrameTracker(nn.Module):
+    """ANN box tracker: ``forward(x [B, C, H, W]) -> box [B, 4]`` (normalised cx, cy, w, h).
+
+    ``attention=True``: ``C = 2`` (frame, attention channel), else ``C = 1`` (ANN-NAT).
+    """
+
+    def __init__(self, arch: str = PAPER_ANN_ARCH, in_hw: Sequence[int] = (180, 240), attention: bool = True, padding: str = "same"):
+        super().__init__()
+        self.arch = arch
+        self.in_hw = (int(in_hw[0]), int(in_hw[1]))
+        self.attention = bool(attention)
+        self.in_channels = 2 if attention else 1
+        self.padding = padding
+        specs = layer_specs(arch, in_hw, self.in_channels, padding)
+        check_readout(specs, arch)
+        self.specs = specs
+        layers = []
+        for sp in specs[:-1]:
+            layers += build_stage_layers([sp], bias=True)
+            if sp.kind != "pool":
+                layers.append(nn.ReLU(inplace=True))
+        layers += build_stage_layers([specs[-1]], bias=True)
+        self.net = nn.Sequential(*layers)
+        with torch.no_grad():  # start at a centred, mid-sized box
+            self.net[-1].bias.copy_(torch.tensor([0.5, 0.5, 0.25, 0.25]))
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "FrameTracker":
+        if name not in PRESETS:
+            raise ValueError(f"unknown ANN preset {name!r}; choose one of {sorted(PRESETS)}")
+        p = PRESETS[name]
+        kw = dict(arch=p.arch, in_hw=p.in_hw, attention=p.attention)
+        kw.update(overrides)
+        return cls(**kw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def config(self) -> dict:
+        return dict(kind="ann", arch=self.arch, in_hw=list(self.in_hw), in_channels=self.in_channels,
+                    attention=self.attention, padding=self.padding)
+
+
+def ann_loss(pred: torch.Tensor, target: torch.Tensor, model: Optional[nn.Module] = None, lam: float = 0.0) -> torch.Tensor:
+    """Eq. 6: squared box error + ``lam * sum ||W||^2`` (NaN target rows ignored)."""
+    return box_regression_loss(pred, target, model, lam)
+
+
+def crop_resample(image: np.ndarray, region, out_hw: Sequence[int]) -> np.ndarray:
+    """``region = (x0, y0, w, h)`` of ``image`` resampled to ``out_hw`` (bilinear; zero
+    outside the image), float32."""
+    r = np.asarray(region, dtype=np.float64).reshape(4)
+    oh, ow = int(out_hw[0]), int(out_hw[1])
+    img = np.asarray(image, dtype=np.float32)
+    h, w = img.shape[:2]
+    if r[0] == 0 and r[1] == 0 and r[2] == w and r[3] == h:
+        if (oh, ow) == (h, w):
+            return img
+        return cv2.resize(img, (ow, oh), interpolation=cv2.INTER_AREA)
+    sx, sy = ow / r[2], oh / r[3]
+    # output pixel centre (u + 0.5) maps to input (u + 0.5) / sx + x0, in pixel-centre coords.
+    m = np.array([[sx, 0.0, (0.5 - r[0]) * sx - 0.5], [0.0, sy, (0.5 - r[1]) * sy - 0.5]])
+    return cv2.warpAffine(img, m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+def frame_input(image: np.ndarray, region, in_hw: Sequence[int], prev_box=None, sigma_rel: float = 0.5, attention: bool = True) -> np.ndarray:
+    """The ANN input ``[C, H, W]`` float32 for one APS frame.
+
+    ``image``: (H, W) luminance, float in [0, 1] or uint8 (scaled by 1/255);
+    ``region``: the frame area the network sees (``(x0, y0, w, h)`` pixels);
+    ``prev_box``: the fed-back box (eq. 10; ``(x, y, w, h)`` frame pixels, None/NaN = none)
+    for the attention channel, whose sigma is ``sigma_rel`` times the box's larger side.
+    """
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"APS image must be 2-D (H, W), got shape {img.shape}")
+    if img.dtype == np.uint8:
+        img = img.astype(np.float32) * (1.0 / 255.0)
+    x = crop_resample(img, region, in_hw)
+    if not attention:
+        return x[None].astype(np.float32, copy=False)
+    r = np.asarray(region, dtype=np.float64).reshape(4)
+    oh, ow = int(in_hw[0]), int(in_hw[1])
+    box_in, sigma = None, 1.0
+    if prev_box is not None:
+        b = np.asarray(prev_box, dtype=np.float64).reshape(4)
+        if np.all(np.isfinite(b)):
+            sx, sy = ow / r[2], oh / r[3]
+            box_in = np.array([(b[0] - r[0]) * sx, (b[1] - r[1]) * sy, b[2] * sx, b[3] * sy])
+            sigma = max(sigma_rel * max(box_in[2], box_in[3]), 0.5)
+    m = attention_mask(oh, ow, box_in, sigma)
+    return np.stack([x, x * m]).astype(np.float32, copy=False)

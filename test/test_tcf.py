@@ -1,0 +1,78 @@
+"""Temporal complementary filter (eq. 7-9)."""
+import math
+
+import numpy as np
+import pytest
+
+from dashnet_ros.fusion.tcf import TCF, tcf_weight
+
+ANN = np.array([10.0, 20.0, 30.0, 40.0], np.float32)
+SNN = np.array([50.0, 60.0, 10.0, 20.0], np.float32)
+NAN = np.full(4, np.nan, np.float32)
+
+
+def test_weight_formula():
+    assert tcf_weight(0.0, 1 / 60) == 0.0
+    d = 0.7**2
+    assert tcf_weight(0.7, 1.0) == pytest.approx(1 - 2 / (1 + math.exp(d)))
+    assert tcf_weight(1 / 60, 1 / 60) == pytest.approx(0.462, abs=1e-3)
+    assert tcf_weight(10.0, 1 / 60) == 1.0  # no overflow
+
+
+def test_at_ann_time_ann_wins_far_away_snn_wins():
+    f = TCF()
+    f.add_ann(1_000_000, ANN)
+    assert np.allclose(f.fuse(1_000_000, SNN), ANN)
+    assert f.last_weight == 0.0
+    assert np.allclose(f.fuse(1_500_000, SNN), SNN, atol=1e-4)
+    assert f.last_weight > 0.9999
+
+
+def test_blend_in_centre_form():
+    f = TCF(time_scale_s=0.01)
+    f.add_ann(0, ANN)
+    out = f.fuse(10_000, SNN)  # D = 1
+    w = tcf_weight(0.01, 0.01)
+    assert f.last_weight == pytest.approx(w)
+    c_ann = np.array([25.0, 40.0, 30.0, 40.0])
+    c_snn = np.array([55.0, 70.0, 10.0, 20.0])
+    c = w * c_snn + (1 - w) * c_ann
+    assert np.allclose(out, [c[0] - c[2] / 2, c[1] - c[3] / 2, c[2], c[3]], atol=1e-4)
+
+
+def test_nan_and_missing_handling():
+    f = TCF()
+    assert np.array_equal(f.fuse(0, SNN), SNN)  # no ANN yet
+    assert np.all(np.isnan(f.fuse(0, NAN)))
+    f.add_ann(0, ANN)
+    assert np.allclose(f.fuse(5_000, NAN), ANN)
+    g = TCF()
+    g.add_ann(0, NAN)
+    assert np.allclose(g.fuse(1_000, SNN), SNN)
+    assert np.all(np.isnan(g.fuse(1_000, NAN)))
+
+
+def test_nearest_selection_and_causal():
+    f = TCF()
+    other = ANN + 100
+    f.add_ann(0, ANN)
+    f.add_ann(33_000, other)
+    assert f.nearest_ann(10_000)[0] == 0
+    assert f.nearest_ann(20_000)[0] == 33_000
+    assert f.nearest_ann(16_500)[0] == 0  # tie -> earlier
+    assert np.allclose(f.fuse(33_000, SNN), other)
+    c = TCF(causal=True)
+    c.add_ann(0, ANN)
+    c.add_ann(33_000, other)
+    assert c.nearest_ann(30_000)[0] == 0
+    assert c.nearest_ann(-5) is None
+
+
+def test_history_bounded_and_bad_params():
+    f = TCF(max_history=3)
+    for k in range(10):
+        f.add_ann(k * 1000, ANN)
+    assert len(f) == 3 and f.nearest_ann(0)[0] == 7000
+    with pytest.raises(ValueError, match="time_scale_s"):
+        TCF(time_scale_s=0)
+    assert TCF.for_frame_rate(30).time_scale_s == pytest.approx(1 / 60)
