@@ -278,7 +278,7 @@ class _Writer:
         for name in ("images", "t_us", "boxes", "has_box"):
             f["aps"][name].resize(self.n_aps, axis=0)
         self.last_ev_t = int(f["events/t_us"][self.n_events - 1]) if self.n_events else None
-        self.last_t1 = self.t_reached if self.n_items else None
+        self.last_t1 = int(a.get("ckpt_last_t1", self.t_reached)) if self.n_items else None
         self.pending_ev: list = []
         self.pending_idx: list = []
         self.pending_aps: list = []
@@ -382,6 +382,8 @@ class _Writer:
         a["ckpt_n_index"] = self.n_index
         a["ckpt_t_us"] = t_reached
         a["ckpt_frames"] = frames
+        if last_t1 is not None:
+            a["ckpt_last_t1"] = last_t1
         if self.t0_us is not None:
             a["ckpt_t0_us"] = self.t0_us
         f.flush()
@@ -531,8 +533,9 @@ def _result_from(f: h5py.File, path: str, resumed=None, skipped=0) -> BuildResul
 
 
 class _GtCollector:
-    """Ground truth at the source frames (and ``factor`` x oversampled), gathered via
-    ``simulator.gt_at`` while the stream passes each time (so stateful sources work)."""
+    """Ground truth at the source frames (and ``factor`` x oversampled): the times are
+    taken as the stream passes them, the boxes computed in batches from the source's exact
+    ``box_at`` when it has one (procedural scenes), else ``simulator.gt_at``."""
 
     def __init__(self, simulator, frame_t, fps: float, factor: int, n_total: Optional[int]):
         self.gt_at = getattr(simulator, "gt_at", None)
@@ -546,15 +549,33 @@ class _GtCollector:
         self.k0 = None
         self.any = False
 
-    def _box(self, t: int) -> np.ndarray:
+    def _boxes(self, times: list) -> np.ndarray:
+        """Boxes (N, 4) at ``times``: one vectorised call where the source/simulator takes
+        arrays, else one call per time; NaN rows where there is no ground truth."""
+        n = len(times)
+        if n == 0:
+            return np.zeros((0, 4), np.float32)
+        t = np.asarray(times, np.int64)
         if self.exact is not None:
-            b = np.asarray(self.exact(int(t)), np.float32).reshape(4) * self.scale
-        else:
-            b = self.gt_at(int(t)) if self.gt_at is not None else None
-        if b is None:
-            return np.full(4, np.nan, np.float32)
-        self.any = True
-        return np.asarray(b, np.float32).reshape(4)
+            b = np.asarray(self.exact(t), np.float32).reshape(n, 4) * self.scale
+            self.any = True
+            return b
+        if self.gt_at is None:
+            return np.full((n, 4), np.nan, np.float32)
+        try:
+            b = self.gt_at(t)
+        except (TypeError, ValueError):
+            b = None
+        if b is not None and np.shape(b) == (n, 4):
+            self.any = True
+            return np.asarray(b, np.float32)
+        out = np.full((n, 4), np.nan, np.float32)
+        for i, ti in enumerate(t):
+            bi = self.gt_at(int(ti))
+            if bi is not None:
+                out[i] = np.asarray(bi, np.float32).reshape(4)
+                self.any = True
+        return out
 
     def _coarse_time(self, k: int, t0_us: int) -> Optional[int]:
         if self.frame_t is not None:
@@ -568,22 +589,34 @@ class _GtCollector:
 
     def advance(self, t0_us: int, t_us: int) -> None:
         """Add every row with ``t0_us <= time <= t_us``."""
+        new = []
         while True:
-            tk = self._coarse_time(len(self.t), t0_us)
+            tk = self._coarse_time(len(self.t) + len(new), t0_us)
             if tk is None or tk > t_us:
                 break
-            self.t.append(tk)
-            self.boxes.append(self._box(tk))
+            new.append(tk)
+        if new:
+            self.t.extend(new)
         if self.factor > 0 and self.t:
             step = 1e6 / (self.fps * self.factor)
+            new = []
             while True:   # fine rows up to the last coarse row
-                tj = self.t[0] + int(round(len(self.tf) * step))
+                tj = self.t[0] + int(round((len(self.tf) + len(new)) * step))
                 if tj > self.t[-1]:
                     break
-                self.tf.append(tj)
-                self.bf.append(self._box(tj))
+                new.append(tj)
+            if new:
+                self.tf.extend(new)
+        if len(self.tf) - len(self.bf) + len(self.t) - len(self.boxes) >= 1024:
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        """Boxes of the rows added since the last call (batched: box_at/gt_at take arrays)."""
+        self.boxes.extend(self._boxes(self.t[len(self.boxes):]))
+        self.bf.extend(self._boxes(self.tf[len(self.bf):]))
 
     def write(self, f: h5py.File) -> None:
+        self._evaluate()
         for name in ("gt", "gt_fine"):
             if name in f:
                 del f[name]
