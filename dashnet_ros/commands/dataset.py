@@ -20,6 +20,7 @@ ground-truth coverage).
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -333,7 +334,8 @@ def add_parser(sub):
     dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
 
     b = dsub.add_parser("build", help="simulate sequences into DIR/<name>.h5",
-                        description=__doc__.split("``dashnet dataset info")[0])
+                        description=__doc__.split("``dashnet dataset info")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="NFS sequence dir, folder of NFS sequences, scenes:SEED, scenes:A-B, "
                         "world or world:SEED")

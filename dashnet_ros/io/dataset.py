@@ -277,7 +277,6 @@ class _Writer:
         f["events/ms_to_idx"].resize(self.n_index, axis=0)
         for name in ("images", "t_us", "boxes", "has_box"):
             f["aps"][name].resize(self.n_aps, axis=0)
-        self.last_ev_t = int(f["events/t_us"][self.n_events - 1]) if self.n_events else None
         self.last_t1 = int(a.get("ckpt_last_t1", self.t_reached)) if self.n_items else None
         self.pending_ev: list = []
         self.pending_idx: list = []
@@ -317,7 +316,6 @@ class _Writer:
         if len(ev):
             self.pending_ev.append(ev)
             self.pend_events += len(ev)
-            self.last_ev_t = int(ev["t_us"][-1])
         self.last_t1 = t1
         self.t_reached = max(self.t_reached, t1)
         self.pend_items += 1
@@ -859,7 +857,8 @@ class HybridDataset:
 
     # -- stream -------------------------------------------------------------------------
 
-    def stream(self, batch_us: int = 1000, *, block_us: int = 100_000) -> Iterator[Union[EventBatch, ApsFrame]]:
+    def stream(self, batch_us: int = 1000, *,
+               block_us: int = 100_000) -> Iterator[Union[EventBatch, ApsFrame]]:
         """The recorded DAVIS stream, as :class:`~dashnet_ros.davis.stream.DavisSimulator`
         yields it: :class:`EventBatch` items tiling ``[t0_us, t1_us)`` on a ``batch_us``
         grid from ``t0_us``, with an extra boundary at every APS time stamp, and each
