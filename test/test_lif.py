@@ -7,6 +7,15 @@ import torch
 from dashnet_ros.models.lif import LIF, RectSurrogate, lif_multistep, lif_step, spike_fn
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP stalls on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _lif(**kw):
     # decay = exp(-dt/tau) = 0.5
     p = dict(dt_s=math.log(2) * 1e-3, tau_s=1e-3, v_th=1.0, u_rest=0.0, surrogate_width=1.0)

@@ -1,0 +1,137 @@
+"""ANN tracker (eq. 5-6) with attention input (eq. 11), input geometry, checkpoints."""
+import numpy as np
+import pytest
+import torch
+
+from dashnet_ros.models.ann import PRESETS, FrameTracker, ann_loss, crop_resample, frame_input
+from dashnet_ros.models.arch import (
+    PAPER_ANN_ARCH,
+    box_to_region_norm,
+    full_region,
+    layer_specs,
+    region_norm_to_box,
+    search_region,
+)
+from dashnet_ros.models.checkpoint import export_torchscript, load_checkpoint, save_checkpoint
+
+TINY = "Input-8C3S2-MP2-16C3S1-FC32-FC4"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP stalls on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_paper_arch_sizes():
+    specs = layer_specs(PAPER_ANN_ARCH, (180, 240), 2)
+    assert [s.out_shape for s in specs] == [
+        (32, 60, 80), (32, 30, 40), (64, 30, 40), (64, 15, 20), (128, 15, 20), (128, 15, 20),
+        (128, 7, 10), (256, 3, 5), (1024,), (4,)
+    ]
+    # 2x2 stride-2 conv: (k-1)//2 = 0 padding -> floor(n / 2)
+    assert specs[7].padding == 0 and specs[4].padding == 1 and specs[5].padding == 0
+    with pytest.raises(ValueError, match=r"too small.*'64C3S1'.*at least H=46, W=46"):
+        layer_specs(PAPER_ANN_ARCH, (4, 4), 2)
+
+
+@pytest.mark.parametrize("name", ["paper", "fast"])
+@pytest.mark.parametrize("attention", [True, False])
+def test_preset_shapes(name, attention):
+    m = FrameTracker.from_preset(name, attention=attention).eval()
+    c = 2 if attention else 1
+    assert m.in_channels == c
+    with torch.no_grad():
+        out = m(torch.rand(2, c, *PRESETS[name].in_hw))
+    assert out.shape == (2, 4) and torch.all(torch.isfinite(out))
+    with pytest.raises(RuntimeError):
+        m(torch.rand(1, 3 - c, *PRESETS[name].in_hw))
+
+
+def test_loss_decreases_on_tiny_overfit():
+    torch.manual_seed(0)
+    m = FrameTracker(TINY, (16, 16))
+    x = torch.rand(4, 2, 16, 16)
+    y = torch.rand(4, 4)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss = ann_loss(m(x), y, m, lam=1e-5)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0]
+
+
+def test_region_geometry():
+    box = np.array([30.0, 40.0, 20.0, 10.0])
+    r = search_region(box, 2.5)
+    assert np.allclose(r, [15.0, 20.0, 50.0, 50.0])
+    n = box_to_region_norm(box, r)
+    assert np.allclose(n, [0.5, 0.5, 0.4, 0.2])
+    assert np.allclose(region_norm_to_box(n, r), box)
+    f = full_region((180, 240))
+    assert np.allclose(box_to_region_norm([0, 0, 240, 180], f), [0.5, 0.5, 1, 1])
+    assert np.allclose(search_region([0, 0, 1, 1], 2.0, min_side_px=16)[2:], [16, 16])
+    with pytest.raises(ValueError):
+        search_region([np.nan] * 4, 2.0)
+
+
+def test_crop_resample_maps_region():
+    img = np.zeros((40, 60), np.float32)
+    img[10:14, 20:24] = 1.0  # a 4x4 bright patch
+    out = crop_resample(img, (10, 5, 20, 20), (10, 10))  # 2 px per output pixel
+    assert out.shape == (10, 10)
+    # output pixel (v, u) samples input ((u + 0.5) * 2 + 10, (v + 0.5) * 2 + 5) - 0.5
+    assert out[3, 5] == pytest.approx(1.0) and out[3, 6] == pytest.approx(1.0)
+    assert out[2, 5] == pytest.approx(0.5) and out[4, 6] == pytest.approx(0.5) and out[3, 4] == 0
+    assert out.sum() == pytest.approx(4.0)
+    assert np.all(crop_resample(img, (-100, -100, 20, 20), (4, 4)) == 0)  # outside the frame
+    assert crop_resample(img, full_region(img.shape), (40, 60)) is img or np.array_equal(
+        crop_resample(img, full_region(img.shape), (40, 60)), img
+    )
+
+
+def test_frame_input_attention_channel():
+    rng = np.random.default_rng(0)
+    img = (rng.random((48, 64)) * 255).astype(np.uint8)
+    x = frame_input(img, full_region(img.shape), (48, 64), prev_box=(10, 10, 20, 12))
+    assert x.shape == (2, 48, 64) and x.dtype == np.float32
+    assert np.allclose(x[0], img / 255.0, atol=1e-6)
+    assert np.allclose(x[1, 10:22, 10:30], x[0, 10:22, 10:30])
+    assert np.all(x[1, 40:, 50:] < x[0, 40:, 50:] + 1e-7) and x[1, 40:, 50:].sum() < 0.2 * x[0, 40:, 50:].sum()
+    no_att = frame_input(img, full_region(img.shape), (48, 64), attention=False)
+    assert no_att.shape == (1, 48, 64)
+    none_box = frame_input(img, full_region(img.shape), (48, 64), prev_box=None)
+    assert np.allclose(none_box[1], none_box[0])
+
+
+def test_checkpoint_and_torchscript_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = FrameTracker(TINY, (24, 32), attention=False).eval()
+    x = torch.rand(3, 1, 24, 32)
+    ck = tmp_path / "ann.pt"
+    save_checkpoint(ck, m, seed=7)
+    m2, cfg = load_checkpoint(ck, kind="ann", arch=TINY, in_hw=(24, 32))
+    assert cfg["attention"] is False and cfg["seed"] == 7 and cfg["code_version"]
+    ts = tmp_path / "ann_ts.pt"
+    export_torchscript(m, ts, preset={"name": "tiny"})
+    m3, cfg3 = load_checkpoint(ts, kind="ann")
+    assert cfg3["preset"] == {"name": "tiny"}
+    with torch.no_grad():
+        ref = m(x)
+        assert torch.equal(ref, m2(x))
+        assert torch.allclose(ref, m3(x), atol=1e-6)
+    with pytest.raises(ValueError, match=r"ann_ts\.pt.*input size mismatch"):
+        load_checkpoint(ts, in_hw=(180, 240))
+    with pytest.raises(ValueError, match=r"ann\.pt.*'snn' model was requested"):
+        load_checkpoint(ck, kind="snn")
+    data = ts.read_bytes()
+    cut = tmp_path / "cut_ts.pt"
+    cut.write_bytes(data[:-200])
+    with pytest.raises(ValueError, match=r"cut_ts\.pt.*truncated"):
+        load_checkpoint(cut)
