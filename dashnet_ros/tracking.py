@@ -1,0 +1,317 @@
+"""The hybrid tracking pipeline (paper Fig. 2): a DAVIS stream in, timestamped boxes out.
+
+Feed :meth:`HybridTracker.push` the stream items (:class:`~dashnet_ros.davis.frames.EventBatch`
+and :class:`~dashnet_ros.davis.frames.ApsFrame`) in time order, as the simulator, a recording
+reader, a dataset file or the ROS nodes deliver them; it returns the new outputs:
+
+- ``snn``: one box per SNN window of ``window_us`` (δt), stamped at the window's end,
+  computed from the events binned over a search window around the reference box
+  (eq. 1-4);
+- ``ann``: one box per APS frame, stamped at the frame time (eq. 5-6), its attention
+  channel made from the latest fused box before the frame (eq. 10-11);
+- ``fused``: for every SNN output, the TCF blend with the nearest available ANN output
+  (eq. 7-9).
+
+Modes (the paper's Table 2 rows): ``hybrid`` (everything above; its ``snn`` stream is
+SNN-hybrid, its ``fused`` stream Hybrid-AT), ``snn-origin`` (the SNN alone, re-centred on
+its own outputs), ``ann`` (ANN-AT alone, attention from its own previous box), ``ann-nat``
+(the ANN without attention channel).  Every mode is initialised with one box only
+(:meth:`HybridTracker.init`); nothing else about the target is ever given to it.
+
+The same object runs offline (``dashnet track``, ``dashnet eval``) and inside the ROS nodes,
+which call :class:`SNNRunner`, :class:`ANNRunner` and :class:`~dashnet_ros.fusion.tcf.TCF`
+separately (one per node).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from .davis.frames import ApsFrame, EventBatch
+from .events import EVENT_DTYPE, concat_events
+from .fusion.tcf import TCF
+from .models.ann import PRESETS as ANN_PRESETS
+from .models.ann import frame_input
+from .models.arch import full_region, region_norm_to_box, search_region
+from .models.checkpoint import load_checkpoint
+from .models.snn import PRESETS as SNN_PRESETS
+from .models.snn import bin_events
+
+MODES = ("hybrid", "snn-origin", "ann", "ann-nat")
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+
+
+def default_weights(kind: str, preset: str = "fast") -> str:
+    """Path of the shipped weights: ``snn_<preset>.pt``, ``ann_<preset>.pt``, ``ann_nat_<preset>.pt``."""
+    return os.path.join(WEIGHTS_DIR, f"{kind}_{preset}.pt")
+
+
+@dataclass
+class TrackOutput:
+    """One output: ``source`` is ``'snn'``, ``'ann'`` or ``'fused'``; ``box`` (x, y, w, h)
+    float32 in stream pixels (NaN when the tracker has no estimate); ``t_us`` the sensor
+    instant the box refers to."""
+
+    t_us: int
+    source: str
+    box: np.ndarray
+
+
+def _sane(box, width: int, height: int) -> Optional[np.ndarray]:
+    """A usable reference box: finite, positive size (clamped to [2 px, frame]), centre kept
+    within the frame; None otherwise."""
+    b = np.asarray(box, dtype=np.float64).reshape(4)
+    if not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
+        return None
+    w = float(np.clip(b[2], 2.0, width))
+    h = float(np.clip(b[3], 2.0, height))
+    cx = float(np.clip(b[0] + b[2] / 2, 0.0, width))
+    cy = float(np.clip(b[1] + b[3] / 2, 0.0, height))
+    return np.array([cx - w / 2, cy - h / 2, w, h], dtype=np.float32)
+
+
+def _load(kind, path, preset):
+    model, cfg = load_checkpoint(path, kind=kind)
+    if preset is not None and isinstance(cfg.get("preset"), dict):
+        stored = cfg["preset"].get("name")
+        if stored is not None and stored != preset:
+            raise ValueError(f"{path}: holds the {stored!r} preset, but {preset!r} was requested")
+    return model, cfg
+
+
+class SNNRunner:
+    """The SNN tracker on an event stream: windows of ``window_us``, stateful LIF network.
+
+    ``push_events(events, t_end_us)`` adds events up to (not including) ``t_end_us`` and
+    returns the boxes of every window that ended by then.  ``reference`` is the box the
+    next window's search region is centred on: the pipeline sets it to the latest fused
+    box (SNN-hybrid) or leaves it at the SNN's own output (SNN-origin).
+    """
+
+    def __init__(self, model, preset_name: str, width: int, height: int, *, window_us: Optional[int] = None,
+                 max_batch_windows: int = 1):
+        self.model = model
+        self.preset = SNN_PRESETS[preset_name]
+        self.width, self.height = int(width), int(height)
+        self.window_us = int(window_us or self.preset.window_us)
+        if self.window_us <= 0:
+            raise ValueError(f"SNN window must be > 0 us, got {self.window_us}")
+        self.steps = self.preset.steps_per_window
+        self.max_batch_windows = max(1, int(max_batch_windows))
+        self._buf: List[np.ndarray] = []
+        self._t_next: Optional[int] = None
+        self.reference: Optional[np.ndarray] = None
+
+    @classmethod
+    def from_file(cls, path: Optional[str], preset: str, width: int, height: int, **kw) -> "SNNRunner":
+        model, cfg = _load("snn", path or default_weights("snn", preset), preset)
+        return cls(model, preset, width, height, **kw)
+
+    def init(self, box, t_us: int) -> None:
+        self.reference = _sane(box, self.width, self.height)
+        if self.reference is None:
+            raise ValueError(f"initial box {np.asarray(box).tolist()} is not a valid (x, y, w, h) box")
+        self._t_next = int(t_us)
+        self._buf = []
+        self.model.reset_state()
+
+    def _region(self) -> np.ndarray:
+        if self.preset.view == "search":
+            return search_region(self.reference, self.preset.search_scale)
+        return full_region((self.height, self.width))
+
+    @property
+    def next_window_end_us(self) -> int:
+        if self._t_next is None:
+            raise RuntimeError("SNNRunner.init() must be called with the initial box first")
+        return self._t_next + self.window_us
+
+    def add_events(self, events: np.ndarray) -> None:
+        """Buffer events (time-ordered, at or after the current window's start)."""
+        if len(events):
+            self._buf.append(events)
+
+    def step(self) -> TrackOutput:
+        """Run the next window (its events must all be buffered) and return its box."""
+        t0, t1 = self._t_next, self.next_window_end_us
+        ev = concat_events(self._buf)
+        region = self._region()
+        x = bin_events(ev, t0, t1, self.steps, region, self.preset.in_hw)
+        with torch.inference_mode():
+            norm = self.model.step_window(torch.from_numpy(x)[None])[0].numpy()
+        box = region_norm_to_box(norm, region) if np.all(np.isfinite(norm)) else np.full(4, np.nan, np.float32)
+        sane = _sane(box, self.width, self.height)
+        if sane is not None:
+            self.reference = sane
+            box = sane
+        self._t_next = t1
+        rest = ev[ev["t_us"] >= t1] if len(ev) else ev  # keep events not yet consumed
+        self._buf = [rest] if len(rest) else []
+        return TrackOutput(t1, "snn", box)
+
+    def push_events(self, events: np.ndarray, t_end_us: int) -> List[TrackOutput]:
+        """Buffer ``events`` (all before ``t_end_us``) and run every window ending by ``t_end_us``."""
+        self.add_events(events)
+        out: List[TrackOutput] = []
+        while self.next_window_end_us <= t_end_us:
+            out.append(self.step())
+        return out
+
+
+class ANNRunner:
+    """The ANN tracker on APS frames; ``update(image, t_us, feedback_box)`` -> box."""
+
+    def __init__(self, model, preset_name: str, width: int, height: int, attention: bool = True):
+        self.model = model
+        self.preset = ANN_PRESETS[preset_name]
+        self.width, self.height = int(width), int(height)
+        self.attention = bool(attention)
+        cfg_att = getattr(model, "attention", None)
+        if cfg_att is not None and bool(cfg_att) != self.attention:
+            raise ValueError(f"ANN weights were trained with attention={bool(cfg_att)}, "
+                             f"but attention={self.attention} was requested")
+        self.last_box: Optional[np.ndarray] = None
+
+    @classmethod
+    def from_file(cls, path: Optional[str], preset: str, width: int, height: int, attention: bool = True) -> "ANNRunner":
+        default = default_weights("ann" if attention else "ann_nat", preset)
+        model, cfg = _load("ann", path or default, preset)
+        if bool(cfg.get("attention", True)) != attention:
+            raise ValueError(f"{path or default}: trained with attention={cfg.get('attention')}, "
+                             f"but attention={attention} was requested")
+        return cls(model, preset, width, height, attention)
+
+    def init(self, box) -> None:
+        self.last_box = _sane(box, self.width, self.height)
+
+    def update(self, image: np.ndarray, feedback_box=None) -> np.ndarray:
+        fb = _sane(feedback_box, self.width, self.height) if feedback_box is not None else None
+        if self.preset.view == "search":
+            ref = fb if fb is not None else self.last_box
+            region = search_region(ref, self.preset.search_scale) if ref is not None else full_region((self.height, self.width))
+        else:
+            region = full_region((self.height, self.width))
+        x = frame_input(image, region, self.preset.in_hw, prev_box=fb, sigma_rel=self.preset.sigma_rel,
+                        attention=self.attention)
+        with torch.inference_mode():
+            norm = self.model(torch.from_numpy(x)[None])[0].numpy()
+        box = region_norm_to_box(norm, region)
+        sane = _sane(box, self.width, self.height)
+        box = sane if sane is not None else np.full(4, np.nan, np.float32)
+        if sane is not None:
+            self.last_box = sane
+        return box
+
+
+class HybridTracker:
+    """DashNet on a DAVIS stream (see the module docstring for the modes)."""
+
+    def __init__(self, width: int, height: int, *, mode: str = "hybrid", snn: Optional[SNNRunner] = None,
+                 ann: Optional[ANNRunner] = None, tcf_time_scale_s: Optional[float] = None,
+                 aps_rate_hz: float = 30.0):
+        if mode not in MODES:
+            raise ValueError(f"unknown tracking mode {mode!r}; choose one of {', '.join(MODES)}")
+        if mode in ("hybrid", "snn-origin") and snn is None:
+            raise ValueError(f"mode {mode!r} needs the SNN")
+        if mode in ("hybrid", "ann", "ann-nat") and ann is None:
+            raise ValueError(f"mode {mode!r} needs the ANN")
+        self.mode = mode
+        self.width, self.height = int(width), int(height)
+        self.snn = snn if mode in ("hybrid", "snn-origin") else None
+        self.ann = ann if mode in ("hybrid", "ann", "ann-nat") else None
+        self.tcf = TCF(tcf_time_scale_s) if tcf_time_scale_s else TCF.for_frame_rate(aps_rate_hz)
+        self.fused: Optional[np.ndarray] = None
+        self._init_t_us: Optional[int] = None
+
+    @classmethod
+    def from_weights(cls, width: int, height: int, *, mode: str = "hybrid", snn_preset: str = "fast",
+                     ann_preset: str = "fast", snn_weights: Optional[str] = None, ann_weights: Optional[str] = None,
+                     window_us: Optional[int] = None, **kw) -> "HybridTracker":
+        """Load the networks a mode needs (the shipped weights unless paths are given)."""
+        snn = ann = None
+        if mode in ("hybrid", "snn-origin"):
+            snn = SNNRunner.from_file(snn_weights, snn_preset, width, height, window_us=window_us)
+        if mode in ("hybrid", "ann", "ann-nat"):
+            ann = ANNRunner.from_file(ann_weights, ann_preset, width, height, attention=(mode != "ann-nat"))
+        return cls(width, height, mode=mode, snn=snn, ann=ann, **kw)
+
+    def init(self, box, t_us: int) -> None:
+        """Start tracking the target in ``box`` (x, y, w, h stream pixels) at sensor time ``t_us``."""
+        b = _sane(box, self.width, self.height)
+        if b is None:
+            raise ValueError(f"initial box {np.asarray(box).tolist()} is not a valid (x, y, w, h) box")
+        self.fused = b
+        self._init_t_us = int(t_us)
+        self.tcf.reset()
+        if self.snn:
+            self.snn.init(b, t_us)
+        if self.ann:
+            self.ann.init(b)
+
+    def push(self, item) -> List[TrackOutput]:
+        """Process one stream item; returns the outputs it produced (time order)."""
+        if self._init_t_us is None:
+            raise RuntimeError("HybridTracker.init() must be called with the initial box first")
+        if isinstance(item, EventBatch):
+            return self._events(item)
+        if isinstance(item, ApsFrame):
+            return self._frame(item)
+        raise TypeError(f"expected EventBatch or ApsFrame, got {type(item).__name__}")
+
+    def _events(self, batch: EventBatch) -> List[TrackOutput]:
+        if self.snn is None or batch.t1_us <= self._init_t_us:
+            return []
+        ev = batch.events
+        if len(ev) and ev["t_us"][0] < self._init_t_us:
+            ev = ev[ev["t_us"] >= self._init_t_us]
+        outs: List[TrackOutput] = []
+        if self.mode == "snn-origin":
+            return self.snn.push_events(ev, batch.t1_us)
+        # hybrid: one window at a time, so each window is centred on the latest fused box
+        self.snn.add_events(ev)
+        while self.snn.next_window_end_us <= batch.t1_us:
+            self.snn.reference = self.fused
+            o = self.snn.step()
+            fused = self.tcf.fuse(o.t_us, o.box)
+            sane = _sane(fused, self.width, self.height)
+            if sane is not None:
+                self.fused = sane
+            outs += [o, TrackOutput(o.t_us, "fused", fused)]
+        return outs
+
+    def _frame(self, frame: ApsFrame) -> List[TrackOutput]:
+        if self.ann is None or frame.t_us < self._init_t_us:
+            return []
+        # eq. 10: the latest fused box before the frame (ANN-AT alone: its own last box)
+        if self.mode == "hybrid":
+            feedback = self.fused
+        elif self.mode == "ann":
+            feedback = self.ann.last_box
+        else:
+            feedback = None
+        box = self.ann.update(frame.image, feedback)
+        self.tcf.add_ann(frame.t_us, box)
+        outs = [TrackOutput(frame.t_us, "ann", box)]
+        if self.mode == "hybrid" and np.all(np.isfinite(box)):
+            # the fused estimate at the frame instant is the ANN's (w = 0 at D = 0)
+            fused = self.tcf.fuse(frame.t_us, self.fused)
+            sane = _sane(fused, self.width, self.height)
+            if sane is not None:
+                self.fused = sane
+        return outs
+
+    def run(self, stream, progress=None):
+        """Consume a whole stream; returns ``{source: (t_us[N], boxes[N, 4])}``."""
+        acc = {}
+        for item in stream:
+            for o in self.push(item):
+                acc.setdefault(o.source, []).append((o.t_us, o.box))
+            if progress:
+                progress(item)
+        return {k: (np.array([t for t, _ in v], np.int64), np.stack([b for _, b in v]).astype(np.float32))
+                for k, v in acc.items()}

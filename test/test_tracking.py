@@ -1,0 +1,96 @@
+"""The hybrid pipeline on a real simulated stream (untrained networks: structure, timing,
+robustness; accuracy of the shipped weights is checked where they are trained)."""
+import numpy as np
+import pytest
+import torch
+
+from dashnet_ros.davis.frames import ApsFrame, EventBatch
+from dashnet_ros.davis.stream import DavisSimulator, linear_blend
+from dashnet_ros.events import make_events
+from dashnet_ros.models.ann import FrameTracker
+from dashnet_ros.models.snn import SpikingTracker
+from dashnet_ros.tracking import ANNRunner, HybridTracker, SNNRunner
+from dashnet_ros.world.scenes import render_sequence
+
+W, H = 240, 180
+
+
+def _tracker(mode="hybrid", seed=0):
+    torch.manual_seed(seed)
+    snn = SNNRunner(SpikingTracker.from_preset("fast"), "fast", W, H)
+    ann = ANNRunner(FrameTracker.from_preset("fast", attention=(mode != "ann-nat")).eval(), "fast", W, H,
+                    attention=(mode != "ann-nat"))
+    return HybridTracker(W, H, mode=mode, snn=snn, ann=ann)
+
+
+@pytest.fixture(scope="module")
+def stream():
+    src = render_sequence(3, 40)  # 40 frames at 240 fps = 1/6 s (held-out seed: evaluation only)
+    sim = DavisSimulator(src, interp_factor=1, interpolator=linear_blend)
+    items = list(sim.stream())
+    return items, src.box_at(0)
+
+
+def test_hybrid_outputs_rates_and_timestamps(stream):
+    items, box0 = stream
+    tr = _tracker()
+    tr.init(box0, 0)
+    out = tr.run(items)
+    t_snn, b_snn = out["snn"]
+    t_fused, _ = out["fused"]
+    np.testing.assert_array_equal(t_snn, t_fused)
+    # one SNN output per 480 us window, stamped at the window end
+    assert np.all(np.diff(t_snn) == 480)
+    end_us = max(i.t1_us for i in items if isinstance(i, EventBatch))
+    assert len(t_snn) == end_us // 480
+    # one ANN output per APS frame, stamped at the frame time
+    aps_t = [i.t_us for i in items if isinstance(i, ApsFrame)]
+    np.testing.assert_array_equal(out["ann"][0], aps_t)
+
+
+def test_modes_emit_only_their_streams(stream):
+    items, box0 = stream
+    for mode, keys in [("snn-origin", {"snn"}), ("ann", {"ann"}), ("ann-nat", {"ann"})]:
+        tr = _tracker(mode)
+        tr.init(box0, 0)
+        assert set(tr.run(items)) == keys, mode
+    with pytest.raises(ValueError, match="unknown tracking mode"):
+        HybridTracker(W, H, mode="nope")
+    with pytest.raises(ValueError, match="needs the SNN"):
+        HybridTracker(W, H, mode="hybrid", ann=_tracker().ann)
+
+
+def test_deterministic(stream):
+    items, box0 = stream
+    runs = []
+    for _ in range(2):
+        tr = _tracker(seed=1)
+        tr.init(box0, 0)
+        runs.append(tr.run(items))
+    for k in runs[0]:
+        np.testing.assert_array_equal(runs[0][k][1], runs[1][k][1])
+
+
+def test_empty_windows_target_leaving_and_nan_are_survived():
+    tr = _tracker()
+    tr.init([230, 170, 20, 20], 0)  # partly outside the frame
+    out = tr.push(EventBatch(0, 5000, make_events([], [], [], [])))
+    assert len([o for o in out if o.source == "snn"]) == 10
+    for o in out:
+        b = o.box
+        assert b.shape == (4,) and (np.isnan(b).all() or (b[2] > 0 and b[3] > 0))
+    out = tr.push(ApsFrame(5000, np.zeros((H, W), np.uint8)))
+    assert out[0].source == "ann"
+    with pytest.raises(ValueError, match="not a valid"):
+        tr.init([np.nan, 0, 10, 10], 0)
+
+
+def test_tracker_refuses_to_run_without_init():
+    with pytest.raises(RuntimeError, match="init"):
+        _tracker().push(EventBatch(0, 1000, make_events([], [], [], [])))
+
+
+def test_ann_weights_with_other_attention_setting_are_refused():
+    model = FrameTracker.from_preset("fast", attention=True)
+    with pytest.raises(ValueError, match="attention"):
+        ANNRunner(model, "fast", W, H, attention=False)
