@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -31,7 +32,7 @@ from .. import __version__
 from .ann import PRESETS as ANN_PRESETS
 from .ann import FrameTracker
 from .snn import PRESETS as SNN_PRESETS
-from .snn import ScriptedSpikingTracker, SpikingTracker
+from .snn import ScriptedSpikingTracker, SpikingTracker, script_module
 
 FORMAT = "dashnet_ros.model/1"
 _EXTRA = "dashnet_config.json"
@@ -93,14 +94,15 @@ def export_torchscript(model: nn.Module, path, preset=None, data_recipe: Optiona
     """Script ``model`` (``torch.jit.script``, eval mode) and save it with its config."""
     cfg = model_config(model, preset, data_recipe, seed)
     cfg["format"] = FORMAT
-    was_training = model.training
-    model.eval()
-    try:
-        sm = torch.jit.script(model)
-    finally:
-        model.train(was_training)
+    sm = script_module(model)
     extra = {_EXTRA: json.dumps(cfg)}
-    _atomic_write(path, lambda tmp: torch.jit.save(sm, tmp, _extra_files=extra))
+
+    def write(tmp):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(sm, tmp, _extra_files=extra)
+
+    _atomic_write(path, write)
     return cfg
 
 
@@ -145,7 +147,9 @@ def load_checkpoint(
     if _is_torchscript(path):
         extra = {_EXTRA: ""}
         try:
-            sm = torch.jit.load(path, map_location=map_location, _extra_files=extra)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                sm = torch.jit.load(path, map_location=map_location, _extra_files=extra)
             cfg = json.loads(extra[_EXTRA])
         except Exception as e:  # noqa: BLE001 - torch raises assorted types on bad archives
             raise ValueError(f"{path}: cannot read TorchScript model (truncated or corrupt?): {e}") from None

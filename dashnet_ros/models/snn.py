@@ -27,7 +27,8 @@ for CPUs (2083 windows/s is the paper's rate).  For streaming speed use
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -53,6 +54,10 @@ class SNNPreset:
     ``search_scale`` times the last box's larger side, centred on it; see
     :func:`dashnet_ros.models.arch.search_region`).  ``window_us``: output period ``δt``;
     ``steps_per_window``: LIF steps per window, so ``dt_s = window_us / steps / 1e6``.
+
+    In ``"search"`` view the membrane maps live in search-window coordinates: keep the
+    region fixed while streaming and move it between calls only (e.g. re-centre it on the
+    fused box when an ANN output arrives); after a large jump call ``reset_state()``.
     """
 
     arch: str
@@ -83,6 +88,22 @@ PRESETS: Dict[str, SNNPreset] = {
     # 32x32 (sum pooling instead of the input MP2), narrow layers, one LIF step per window.
     "fast": SNNPreset("Input-16C3S2-32C3S2-64C3S2-FC256-FC4", (32, 32), "search", 2.5, 480, 1),
 }
+
+
+def script_module(model: nn.Module) -> torch.jit.ScriptModule:
+    """``torch.jit.script`` of ``model`` in eval mode (inference graph, no surrogate).
+
+    TorchScript is deprecated in recent torch releases but still the one format that keeps
+    the streaming methods and loads without this package; its DeprecationWarning is muted.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.script(model)
+    finally:
+        model.train(was_training)
 
 
 class SpikingStage(nn.Module):
@@ -139,8 +160,10 @@ class StreamingSNN:
         if not bool(x.any()):
             f = self.decay ** (k * t)
             self._state = [u * f for u in self._state]
+            if self.nan_when_silent:
+                return torch.full((b, 4) if one else (b, k, 4), float("nan"), dtype=x.dtype, device=x.device)
             box = self.readout_zero(b, x).unsqueeze(1).expand(b, k, 4)
-            silent = torch.ones((b, k), dtype=torch.bool)
+            silent = torch.zeros((b, k), dtype=torch.bool)
         else:
             box, counts, self._state = self.forward_windows(x, self._state)
             silent = counts.flatten(2).sum(2) == 0
@@ -279,12 +302,7 @@ class SpikingTracker(StreamingSNN, nn.Module):
     def scripted(self) -> "ScriptedSpikingTracker":
         """A TorchScript copy with the same streaming API (about 2x less per-call overhead
         on small networks; inference only)."""
-        was_training = self.training
-        self.eval()
-        try:
-            return ScriptedSpikingTracker(torch.jit.script(self), self.config())
-        finally:
-            self.train(was_training)
+        return ScriptedSpikingTracker(script_module(self), self.config())
 
     def config(self) -> dict:
         """Everything needed to rebuild this network (stored in checkpoints)."""
@@ -337,11 +355,13 @@ def snn_loss(pred: torch.Tensor, target: torch.Tensor, model: Optional[nn.Module
 def bin_events(events: np.ndarray, t0_us: int, t1_us: int, steps: int, region, in_hw: Sequence[int]) -> np.ndarray:
     """Event counts ``[steps, 2, H, W]`` float32 for ``t0_us <= t < t1_us`` over ``region``.
 
-    ``events``: the core's structured array (``t_us, x, y, p``); ``region``: ``(x0, y0, w,
+    ``events``: the core's structured array (``t_us, x, y, p``), sorted by time (it is
+    sliced with a binary search, so a long stream costs nothing extra); ``region``: ``(x0, y0, w,
     h)`` in event pixels, resampled to ``in_hw = (H, W)`` (a pixel goes to the cell holding
     its centre; events outside the region are dropped).  Step ``k`` covers
     ``[t0 + k (t1 - t0) / steps, t0 + (k + 1) (t1 - t0) / steps)``.  Channel 0 counts ON
-    (p > 0), channel 1 OFF events.
+    (p > 0), channel 1 OFF events.  ``K`` consecutive windows of ``T`` steps in one call:
+    ``bin_events(ev, t0, t0 + K * window, K * T, ...).reshape(K, T, 2, H, W)``.
     """
     if t1_us <= t0_us:
         raise ValueError(f"bin_events: empty window [{t0_us}, {t1_us}) us")
@@ -350,10 +370,8 @@ def bin_events(events: np.ndarray, t0_us: int, t1_us: int, steps: int, region, i
     h, w = int(in_hw[0]), int(in_hw[1])
     out = np.zeros(steps * 2 * h * w, np.float32)
     if len(events):
-        t = events["t_us"]
-        sel = (t >= t0_us) & (t < t1_us)
-        if not sel.all():
-            events = events[sel]
+        i0, i1 = np.searchsorted(events["t_us"], [t0_us, t1_us], side="left")
+        events = events[i0:i1]
     if len(events):
         r = np.asarray(region, dtype=np.float64).reshape(4)
         col = np.floor((events["x"].astype(np.float64) + 0.5 - r[0]) * (w / r[2])).astype(np.int64)
