@@ -51,6 +51,16 @@ def test_preset_shapes(name, attention):
         m(torch.rand(1, 3 - c, *PRESETS[name].in_hw))
 
 
+def test_channels_last_gives_the_same_outputs():
+    torch.manual_seed(0)
+    a = FrameTracker(TINY, (24, 32), channels_last=True).eval()
+    b = FrameTracker(TINY, (24, 32), channels_last=False).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(3, 2, 24, 32)
+    with torch.no_grad():
+        assert torch.allclose(a(x), b(x), atol=1e-5)
+
+
 def test_loss_decreases_on_tiny_overfit():
     torch.manual_seed(0)
     m = FrameTracker(TINY, (16, 16))

@@ -56,9 +56,18 @@ class FrameTracker(nn.Module):
     """ANN box tracker: ``forward(x [B, C, H, W]) -> box [B, 4]`` (normalised cx, cy, w, h).
 
     ``attention=True``: ``C = 2`` (frame, attention channel), else ``C = 1`` (ANN-NAT).
+    ``channels_last``: keep conv weights and inputs in NHWC memory order, which oneDNN
+    runs faster on CPUs (measured 1.4-1.7x at batch 1; results equal to float rounding).
     """
 
-    def __init__(self, arch: str = PAPER_ANN_ARCH, in_hw: Sequence[int] = (180, 240), attention: bool = True, padding: str = "same"):
+    def __init__(
+        self,
+        arch: str = PAPER_ANN_ARCH,
+        in_hw: Sequence[int] = (180, 240),
+        attention: bool = True,
+        padding: str = "same",
+        channels_last: bool = True,
+    ):
         super().__init__()
         self.arch = arch
         self.in_hw = (int(in_hw[0]), int(in_hw[1]))
@@ -77,6 +86,9 @@ class FrameTracker(nn.Module):
         self.net = nn.Sequential(*layers)
         with torch.no_grad():  # start at a centred, mid-sized box
             self.net[-1].bias.copy_(torch.tensor([0.5, 0.5, 0.25, 0.25]))
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "FrameTracker":
@@ -88,6 +100,8 @@ class FrameTracker(nn.Module):
         return cls(**kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def config(self) -> dict:
