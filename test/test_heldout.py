@@ -119,7 +119,7 @@ def test_targets_move_fast():
         assert ms["mean"] >= 2.0 and ms["max"] >= 4.0, (seed, ms)
 
 
-def test_existing_sequences_are_kept_or_refused(tmp_path, monkeypatch):
+def test_existing_sequences_are_kept_or_refused(tmp_path):
     root = str(tmp_path)
     build_heldout(root, n_real=1, n_frames=8, width=64, height=48, procedural_seeds=())
     seq = os.path.join(root, photo_recipe(0, 8).name)

@@ -1,5 +1,6 @@
 """Tests of the OpenCV peer trackers and their evaluation (dashnet_ros.eval.peers)."""
 import os
+import signal
 
 import cv2
 import numpy as np
@@ -11,9 +12,10 @@ from dashnet_ros.davis.sources import write_nfs_sequence
 from dashnet_ros.davis.stream import DavisSimulator
 from dashnet_ros.eval.heldout import build_heldout, read_gt_sidecar
 from dashnet_ros.eval.metrics import score
-from dashnet_ros.eval.peers import (PAPER_PEERS, Peer, aps_frame_indices, available_peers,
-                                    evaluate_sequence, make_peer, missing_peers,
-                                    peer_namespace, run_peer, run_peer_on_sequence)
+from dashnet_ros.eval.peers import (PAPER_PEERS, Peer, PeerCrashed, aps_frame_indices,
+                                    available_peers, evaluate_sequence, iter_peer, make_peer,
+                                    missing_peers, peer_namespace, run_peer,
+                                    run_peer_on_sequence, stream_in_subprocess)
 from dashnet_ros.world.scenes import render_sequence
 
 W, H, N, S = 160, 120, 20, 40
@@ -114,21 +116,22 @@ def _nfs_square(tmp_path, name="sq"):
 def test_the_init_box_is_the_only_ground_truth_a_peer_sees(tmp_path):
     seq, gt = _nfs_square(tmp_path)
     txt = os.path.join(seq, "240", "sq.txt")
-    before = {r: run_peer_on_sequence(seq, "KCF", r)[:2] for r in ("aps", "frames")}
+    before = {r: run_peer_on_sequence(seq, "KCF", r, isolate=False)[:2]
+              for r in ("aps", "frames")}
     lines = open(txt).read().splitlines()
     garbage = [f"1 {v} {v} {v + 3} {v + 1} {k + 2} 0 0 0 \"x\"" for k, v in
                enumerate(np.random.default_rng(0).uniform(0, 80, len(lines) - 1))]
     with open(txt, "w") as f:
         f.write("\n".join(lines[:1] + garbage) + "\n")
     for r in ("aps", "frames"):
-        t, b, _ = run_peer_on_sequence(seq, "KCF", r)
+        t, b, _ = run_peer_on_sequence(seq, "KCF", r, isolate=False)
         np.testing.assert_array_equal(t, before[r][0])
         np.testing.assert_array_equal(b, before[r][1])
     # and a first line that changes does change the outputs
     with open(txt, "w") as f:
         f.write("\n".join(["1 40 40 64 64 1 0 0 0 \"x\""] + garbage) + "\n")
-    assert not np.allclose(run_peer_on_sequence(seq, "KCF", "frames")[1], before["frames"][1],
-                           equal_nan=True)
+    assert not np.allclose(run_peer_on_sequence(seq, "KCF", "frames", isolate=False)[1],
+                           before["frames"][1], equal_nan=True)
 
 
 def test_aps_frames_match_the_davis_simulator():
@@ -145,18 +148,65 @@ def test_aps_frames_match_the_davis_simulator():
 def test_zoh_scoring_of_both_regimes_against_8x_gt(tmp_path):
     seq = build_heldout(str(tmp_path), n_real=1, n_frames=24, width=120, height=90,
                         procedural_seeds=())[0]
-    res = evaluate_sequence(seq, ["KCF"], aps_rate_hz=30.0)
+    res = evaluate_sequence(seq, ["KCF"], aps_rate_hz=30.0, isolate=False)
     assert res["gt"] == "gt_8x" and res["n_frames"] == 24
     aps, full = res["results"]["KCF"]["aps"], res["results"]["KCF"]["frames"]
     assert aps["n_outputs"] == 3 and full["n_outputs"] == 24
     gt_t, gt_b = read_gt_sidecar(seq)
     assert aps["n_instants"] == full["n_instants"] == len(gt_t) == 8 * 23 + 1
-    t, b, _ = run_peer_on_sequence(seq, "KCF", "aps")
+    t, b, _ = run_peer_on_sequence(seq, "KCF", "aps", isolate=False)
     ref = score(t, b, gt_t, gt_b)
     assert aps["miou"] == pytest.approx(ref["miou"]) and aps["auc"] == pytest.approx(ref["auc"])
     for m in (aps, full):
         assert 0 <= m["miou"] <= 1 and 0 <= m["robustness"] <= 1 and m["updates_per_s"] > 0
     # without the sidecar the per-frame annotation is the ground truth
     os.remove(os.path.join(seq, "gt_8x.txt"))
-    res2 = evaluate_sequence(seq, ["KCF"], regimes=("aps",))
+    res2 = evaluate_sequence(seq, ["KCF"], regimes=("aps",), isolate=False)
     assert res2["gt"] == "per_frame" and res2["results"]["KCF"]["aps"]["n_instants"] == 24
+
+
+# --------------------------------------------------------------------------- crash isolation
+
+
+def _yields_then_segfaults(n):
+    for i in range(n):
+        yield i
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _yields_then_raises(n):
+    for i in range(n):
+        yield i
+    raise ValueError("bad frame 7")
+
+
+def test_a_crashing_child_keeps_what_it_sent():
+    got = []
+    with pytest.raises(PeerCrashed) as e:
+        for item in stream_in_subprocess(_yields_then_segfaults, (3,)):
+            got.append(item)
+    assert got == [0, 1, 2] and e.value.exitcode == -signal.SIGSEGV
+    got = []
+    with pytest.raises(ValueError, match="bad frame 7"):
+        for item in stream_in_subprocess(_yields_then_raises, (2,)):
+            got.append(item)
+    assert got == [0, 1]
+
+
+def test_boosting_survives_a_fractional_init_box():
+    """OpenCV's legacy Boosting segfaults in update() after init with a Rect2d whose height
+    has a fraction >= 0.5; peers are initialised with whole pixels."""
+    frames, gt = _square_clip(n=4)
+    box = gt[0] + np.array([0.4, 0.3, 0.3, 0.52], np.float32)
+    out = list(stream_in_subprocess(iter_peer, ("Boosting", frames, box)))
+    assert len(out) == 4 and np.isfinite(out[1][1]).all()
+
+
+def test_isolated_and_in_process_runs_agree(tmp_path):
+    seq, _gt = _nfs_square(tmp_path)
+    info = {}
+    t1, b1, _ = run_peer_on_sequence(seq, "KCF", "frames", isolate=True, info=info)
+    t2, b2, _ = run_peer_on_sequence(seq, "KCF", "frames", isolate=False)
+    np.testing.assert_array_equal(t1, t2)
+    np.testing.assert_array_equal(b1, b2)
+    assert info == {"crashed": False}

@@ -7,8 +7,9 @@ never training).
 
 ``dashnet heldout peers DIR [--trackers KCF,CSRT] [--regimes aps,frames] [--json FILE]``
 runs the OpenCV peers on every sequence under DIR (APS frames at 30 Hz and every 240 fps
-frame), scores them with causal zero-order hold at the ground-truth instants and prints a
-table (see :mod:`dashnet_ros.eval.peers`).
+frame; each run in a child process, so an OpenCV crash only fails that run), scores them
+with causal zero-order hold at the ground-truth instants and prints the mean over sequences
+(see :mod:`dashnet_ros.eval.peers`).
 """
 from __future__ import annotations
 
@@ -110,11 +111,13 @@ def run_peers(args) -> int:
         bar.close()
     print(f"{len(res['sequences'])} sequences under {res['root']} (OpenCV {res['opencv']}); "
           "mean over sequences, ZOH at the GT instants")
-    print(f"{'tracker':<11}{'regime':<8}{'mIOU':>7}{'AUC':>7}{'P@20':>7}{'Rb':>7}{'upd/s':>9}")
+    print(f"{'tracker':<11}{'regime':<8}{'mIOU':>7}{'AUC':>7}{'P@20':>7}{'Rb':>7}{'upd/s':>9}"
+          f"{'crashes':>9}")
     for name, by_regime in res["summary"].items():
         for regime, m in by_regime.items():
             print(f"{name:<11}{regime:<8}{m['miou']:>7.3f}{m['auc']:>7.3f}"
-                  f"{m['precision20']:>7.3f}{m['robustness']:>7.3f}{m['updates_per_s']:>9.1f}")
+                  f"{m['precision20']:>7.3f}{m['robustness']:>7.3f}{m['updates_per_s']:>9.1f}"
+                  f"{m['crashes']:>9d}")
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:

@@ -525,7 +525,7 @@ def write_readme(root: str) -> str:
          "the box encloses every visible pixel) moves over a background made from ANOTHER "
          "photograph.  Target path: a uniform cubic B-spline through a persistent random walk "
          "(abrupt direction/speed changes with probability 0.15 per knot, reflecting walls "
-         "keeping at least ~70% of the target in view), looming (log scale within ±0.3) and "
+         "keeping the target's centre at least 0.7 nominal half-sizes inside the frame), looming (log scale within ±0.3) and "
          "rotating (±0.5 rad); camera: B-spline pan over the photo and zoom 0.8–1.25 (target "
          "scale follows the zoom); lighting: slow gain (log ±0.25), illumination gradient (±0.2) "
          "and mains flicker (100 or 120 Hz).  Photos are the images bundled in the scikit-image "

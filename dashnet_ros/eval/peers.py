@@ -22,10 +22,17 @@ Two regimes for a 240 fps NFS-layout sequence (:func:`evaluate_sequence`):
 
 Both are scored by :func:`dashnet_ros.eval.metrics.score` with causal zero-order hold at
 the ground-truth instants: the sequence's ``gt_8x.txt`` (exact box at 8x the frame rate)
-when present, else the per-frame NFS annotation.
+when present, else the per-frame NFS annotation.  A failure report (NaN box) is held like
+any output, so it scores IoU 0 until the tracker reports a box again.
+
+Trackers get whole-pixel initial boxes (OpenCV's legacy Boosting segfaults on some
+fractional ones).  The evaluation runs each (tracker, sequence, regime) in a child process
+(:func:`stream_in_subprocess`): if OpenCV crashes, the frames after the crash count as
+failures and the run is flagged ``crashed`` instead of the whole evaluation dying.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -35,6 +42,8 @@ import cv2
 import numpy as np
 
 from dashnet_ros.eval.metrics import score
+
+log = logging.getLogger("dashnet_ros.peers")
 
 #: the frame-based peers of the paper's Table 3
 PAPER_PEERS = ("KCF", "CSRT", "MOSSE", "MedianFlow", "MIL", "TLD", "Boosting")
@@ -127,11 +136,12 @@ class Peer:
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise ValueError(f"{self.name}: the initial box {tuple(b)} lies outside the "
                              f"{W}x{H} image")
-        if self.namespace == "cv2":   # the main-namespace API takes an integer cv::Rect
-            xi, yi = int(round(x0)), int(round(y0))
-            rect = (xi, yi, max(1, min(int(round(x1)), W) - xi), max(1, min(int(round(y1)), H) - yi))
-        else:
-            rect = (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+        # whole pixels for every tracker: the main-namespace API takes a cv::Rect, and the
+        # legacy Boosting tracker segfaults in update() after init with a fractional Rect2d
+        xi, yi = int(round(x0)), int(round(y0))
+        rect = (xi, yi, max(1, min(int(round(x1)), W) - xi), max(1, min(int(round(y1)), H) - yi))
+        if self.namespace != "cv2":
+            rect = tuple(float(v) for v in rect)
         self._tracker = self._factory()
         try:
             r = self._tracker.init(img, rect)
@@ -167,6 +177,29 @@ def make_peer(name: str) -> Peer:
     return Peer(canon, ns, factory)
 
 
+def iter_peer(name: str, frames: Iterable[Tuple[int, np.ndarray]], init_box
+              ) -> Iterator[Tuple[int, np.ndarray, float]]:
+    """Run peer ``name`` frame by frame: yields ``(t_us, box float32 (4,), update_s)`` per
+    frame of ``frames`` (``(t_us, image uint8)`` in time order).  The first frame initialises
+    it with ``init_box`` (the only ground truth it gets) and yields that box (NaN if OpenCV
+    refused it) with ``update_s`` NaN; later frames yield :meth:`Peer.update`'s box."""
+    peer = make_peer(name)
+    t_last = None
+    for i, (t_us, img) in enumerate(frames):
+        t_us = int(t_us)
+        if t_last is not None and t_us <= t_last:
+            raise ValueError(f"frame times must increase: {t_us} µs follows {t_last} µs")
+        t_last = t_us
+        if i == 0:
+            ok = peer.init(img, init_box)
+            box = np.asarray(init_box, np.float32).reshape(4) if ok else np.full(4, np.nan, np.float32)
+            yield t_us, box, float("nan")
+        else:
+            t0 = time.perf_counter()
+            box = peer.update(img)
+            yield t_us, box, time.perf_counter() - t0
+
+
 def run_peer(name: str, frames: Iterable[Tuple[int, np.ndarray]], init_box,
              progress=None) -> Tuple[np.ndarray, np.ndarray, float]:
     """Run peer ``name`` over ``frames`` (``(t_us, image uint8)`` in time order), initialised
@@ -177,25 +210,70 @@ def run_peer(name: str, frames: Iterable[Tuple[int, np.ndarray]], init_box,
     tracker failed); the time is the mean wall time of ``update`` (NaN for < 2 frames).
     ``progress(n_done, None)`` after each frame.
     """
-    peer = make_peer(name)
     ts, boxes, dts = [], [], []
-    for i, (t_us, img) in enumerate(frames):
-        t_us = int(t_us)
-        if ts and t_us <= ts[-1]:
-            raise ValueError(f"frame times must increase: {t_us} µs follows {ts[-1]} µs")
-        if i == 0:
-            ok = peer.init(img, init_box)
-            box = np.asarray(init_box, np.float32).reshape(4) if ok else np.full(4, np.nan, np.float32)
-        else:
-            t0 = time.perf_counter()
-            box = peer.update(img)
-            dts.append(time.perf_counter() - t0)
+    for t_us, box, dt in iter_peer(name, frames, init_box):
         ts.append(t_us)
         boxes.append(box)
+        if dt == dt:
+            dts.append(dt)
         if progress is not None:
-            progress(i + 1, None)
+            progress(len(ts), None)
     return (np.asarray(ts, np.int64), np.asarray(boxes, np.float32).reshape(-1, 4),
             float(np.mean(dts)) if dts else float("nan"))
+
+
+class PeerCrashed(RuntimeError):
+    """The process running a peer died (OpenCV's legacy trackers can segfault)."""
+
+    def __init__(self, msg: str, exitcode):
+        super().__init__(msg)
+        self.exitcode = exitcode
+
+
+def _stream_child(conn, func, args):
+    try:
+        for item in func(*args):
+            conn.send(item)
+        conn.send(("__done__",))
+    except BaseException as e:   # an ordinary error: hand it to the parent
+        try:
+            conn.send(("__error__", e))
+        except Exception:
+            conn.send(("__error__", RuntimeError(repr(e))))
+    finally:
+        conn.close()
+
+
+def stream_in_subprocess(func: Callable, args: tuple) -> Iterator:
+    """Run the generator function ``func(*args)`` (module-level, picklable arguments) in a
+    fresh process and yield what it yields.  An exception in it is re-raised here; if the
+    process dies (segfault, kill) :class:`PeerCrashed` is raised after the items it sent."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")   # no fork: OpenCV's thread pool does not survive it
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_stream_child, args=(send, func, args), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        while True:
+            try:
+                msg = recv.recv()
+            except EOFError:
+                proc.join()
+                raise PeerCrashed(f"{getattr(func, '__name__', func)} died (exit code "
+                                  f"{proc.exitcode})", proc.exitcode) from None
+            if isinstance(msg, tuple) and len(msg) == 1 and msg[0] == "__done__":
+                break
+            if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "__error__":
+                raise msg[1]
+            yield msg
+    finally:
+        recv.close()
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 # --------------------------------------------------------------------------- sequences
@@ -248,18 +326,55 @@ def sequence_frames(seq_dir: str, indices=None, fps: float = 240.0) -> Iterator[
         yield int(round(k * 1e6 / fps)), grey
 
 
+def _iter_on_sequence(seq_dir, name, indices, fps, init_box):
+    return iter_peer(name, sequence_frames(seq_dir, indices, fps), init_box)
+
+
 def run_peer_on_sequence(seq_dir: str, name: str, regime: str = "aps", *, fps: float = 240.0,
-                         aps_rate_hz: float = 30.0, progress=None):
+                         aps_rate_hz: float = 30.0, progress=None, isolate: bool = True,
+                         info: Optional[dict] = None):
     """Run a peer on an NFS-layout sequence in ``regime`` (``'aps'`` or ``'frames'``).  Reads
-    only the frames and the FIRST annotation line.  Returns :func:`run_peer`'s triple."""
+    only the frames and the FIRST annotation line.  Returns :func:`run_peer`'s triple.
+
+    ``isolate``: run the tracker in a child process, so that an OpenCV crash costs only this
+    run: the frames after the crash get NaN (the tracker is dead = failed) and ``info`` (if
+    given) receives ``crashed=True, crash_frame=<0-based index in the run>, exitcode``.
+    """
     from dashnet_ros.davis.sources import read_first_annotation
 
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
+    make_peer(name)
     init_box = read_first_annotation(seq_dir)
     n = len(_frame_files(seq_dir))
-    idx = aps_frame_indices(n, fps, aps_rate_hz) if regime == "aps" else None
-    return run_peer(name, sequence_frames(seq_dir, idx, fps), init_box, progress=progress)
+    idx = aps_frame_indices(n, fps, aps_rate_hz) if regime == "aps" else np.arange(n)
+    if info is not None:
+        info.update(crashed=False)
+    if not isolate:
+        return run_peer(name, sequence_frames(seq_dir, idx, fps), init_box, progress=progress)
+    all_t = [int(round(int(k) * 1e6 / fps)) for k in idx]
+    ts, boxes, dts = [], [], []
+    try:
+        for t_us, box, dt in stream_in_subprocess(
+                _iter_on_sequence, (seq_dir, name, [int(k) for k in idx], fps, init_box)):
+            ts.append(t_us)
+            boxes.append(box)
+            if dt == dt:
+                dts.append(dt)
+            if progress is not None:
+                progress(len(ts), None)
+    except PeerCrashed as e:
+        log.warning("%s crashed on %s (%s regime) at frame %d of %d (exit code %s); the rest "
+                    "count as failures", name, seq_dir, regime, len(ts), len(all_t), e.exitcode)
+        if info is not None:
+            info.update(crashed=True, crash_frame=len(ts), exitcode=e.exitcode)
+        for t_us in all_t[len(ts):]:
+            ts.append(t_us)
+            boxes.append(np.full(4, np.nan, np.float32))
+            if progress is not None:
+                progress(len(ts), None)
+    return (np.asarray(ts, np.int64), np.asarray(boxes, np.float32).reshape(-1, 4),
+            float(np.mean(dts)) if dts else float("nan"))
 
 
 def evaluation_gt(seq_dir: str):
@@ -278,10 +393,11 @@ def evaluation_gt(seq_dir: str):
 
 def evaluate_sequence(seq_dir: str, trackers: Optional[Sequence[str]] = None,
                       regimes: Sequence[str] = REGIMES, *, aps_rate_hz: float = 30.0,
-                      progress=None) -> dict:
+                      progress=None, isolate: bool = True) -> dict:
     """Run every tracker in every regime on one sequence and score it (ZOH at the GT
     instants).  Returns ``{"sequence", "gt", "n_frames", "results": {tracker: {regime:
-    metrics + sec_per_update, updates_per_s, n_updates}}}``.  ``progress(n, None)`` per frame."""
+    metrics + sec_per_update, updates_per_s, n_updates, crashed[, crash_frame, exitcode]}}}``.
+    ``progress(n, None)`` per frame; ``isolate``: see :func:`run_peer_on_sequence`."""
     trackers = list(available_peers() if trackers is None else trackers)
     for r in regimes:
         if r not in REGIMES:
@@ -292,11 +408,12 @@ def evaluate_sequence(seq_dir: str, trackers: Optional[Sequence[str]] = None,
     for name in trackers:
         res = out["results"].setdefault(make_peer(name).name, {})
         for regime in regimes:
+            info: dict = {}
             t, b, spu = run_peer_on_sequence(seq_dir, name, regime, aps_rate_hz=aps_rate_hz,
-                                             progress=progress)
+                                             progress=progress, isolate=isolate, info=info)
             m = score(t, b, gt_t, gt_b)
             m.update(sec_per_update=spu, n_updates=int(max(len(t) - 1, 0)),
-                     updates_per_s=(1.0 / spu) if spu and spu > 0 else float("nan"))
+                     updates_per_s=(1.0 / spu) if spu and spu > 0 else float("nan"), **info)
             res[regime] = m
     return out
 
@@ -306,7 +423,7 @@ SUMMARY_KEYS = ("miou", "auc", "precision20", "robustness", "updates_per_s")
 
 def evaluate_set(root: str, trackers: Optional[Sequence[str]] = None,
                  regimes: Sequence[str] = REGIMES, *, aps_rate_hz: float = 30.0,
-                 progress=None) -> dict:
+                 progress=None, isolate: bool = True) -> dict:
     """:func:`evaluate_sequence` on every NFS sequence directly under ``root``; the summary is
     the mean over sequences of each metric, per tracker and regime."""
     if not os.path.isdir(root):
@@ -316,12 +433,13 @@ def evaluate_set(root: str, trackers: Optional[Sequence[str]] = None,
     if not seqs:
         raise ValueError(f"{root} holds no NFS sequences (SEQ/240/SEQ.txt)")
     per = [evaluate_sequence(os.path.join(root, s), trackers, regimes, aps_rate_hz=aps_rate_hz,
-                             progress=progress) for s in seqs]
+                             progress=progress, isolate=isolate) for s in seqs]
     summary: Dict[str, Dict[str, dict]] = {}
     for name in per[0]["results"]:
         for regime in regimes:
             rows = [p["results"][name][regime] for p in per]
-            summary.setdefault(name, {})[regime] = {
-                k: float(np.nanmean([r[k] for r in rows])) for k in SUMMARY_KEYS}
+            summary.setdefault(name, {})[regime] = dict(
+                {k: float(np.nanmean([r[k] for r in rows])) for k in SUMMARY_KEYS},
+                crashes=int(sum(bool(r.get("crashed")) for r in rows)))
     return {"root": os.path.abspath(root), "sequences": per, "summary": summary,
             "opencv": cv2.__version__, "missing_peers": missing_peers()}
