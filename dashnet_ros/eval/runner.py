@@ -74,7 +74,8 @@ def track(inp: TrackingInput, tracker: HybridTracker, progress: Optional[Callabl
             progress(int(t - inp.t0_us), inp.duration_us or 0)
 
     out = tracker.run(inp.stream, _progress)
-    return {k: (t, to_source_px(b, inp.scale_xy)) for k, (t, b) in out.items()}
+    # (t_us, boxes[, extras...]) per stream; boxes mapped back to source pixels
+    return {k: (v[0], to_source_px(v[1], inp.scale_xy), *v[2:]) for k, v in out.items()}
 
 
 #: which output stream `dashnet track --mode` writes, and which tracker mode produces it
