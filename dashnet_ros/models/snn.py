@@ -23,6 +23,9 @@ frame; ``"fast"`` is a small network on a 32x32 search window around the last bo
 for CPUs (2083 windows/s is the paper's rate).  For streaming speed use
 :meth:`SpikingTracker.scripted` and feed several windows per call
 (:meth:`SpikingTracker.forward_windows` / ``step_window`` with ``[B, K, T, ...]``).
+On the project's shared 2-vCPU dev machine (one torch thread, best of many calls) the
+fast preset took ~340 µs per window scripted at K=1 and ~140 µs at K=8, a window without
+events ~45 µs; the paper preset ~40-60 ms per window.
 """
 from __future__ import annotations
 
