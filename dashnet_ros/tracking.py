@@ -94,15 +94,22 @@ class SNNRunner:
     """
 
     def __init__(self, model, preset_name: str, width: int, height: int, *, window_us: Optional[int] = None,
-                 max_batch_windows: int = 1):
+                 windows_per_call: int = 1, script: bool = True):
+        # TorchScript halves the per-call overhead of the small streaming network
+        if script and hasattr(model, "scripted"):
+            model = model.scripted()
         self.model = model
         self.preset = SNN_PRESETS[preset_name]
         self.width, self.height = int(width), int(height)
         self.window_us = int(window_us or self.preset.window_us)
         if self.window_us <= 0:
             raise ValueError(f"SNN window must be > 0 us, got {self.window_us}")
+        if windows_per_call < 1:
+            raise ValueError(f"windows_per_call must be >= 1, got {windows_per_call}")
         self.steps = self.preset.steps_per_window
-        self.max_batch_windows = max(1, int(max_batch_windows))
+        # K > 1: K consecutive windows share one search region and one network call
+        # (throughput up, latency up by up to K-1 windows); the outputs are still per window.
+        self.windows_per_call = int(windows_per_call)
         self._buf: List[np.ndarray] = []
         self._t_next: Optional[int] = None
         self.reference: Optional[np.ndarray] = None
@@ -131,35 +138,45 @@ class SNNRunner:
             raise RuntimeError("SNNRunner.init() must be called with the initial box first")
         return self._t_next + self.window_us
 
+    def windows_ready(self, t_end_us: int) -> int:
+        """How many whole windows end by ``t_end_us``."""
+        return max(0, (int(t_end_us) - (self.next_window_end_us - self.window_us)) // self.window_us)
+
     def add_events(self, events: np.ndarray) -> None:
         """Buffer events (time-ordered, at or after the current window's start)."""
         if len(events):
             self._buf.append(events)
 
-    def step(self) -> TrackOutput:
-        """Run the next window (its events must all be buffered) and return its box."""
-        t0, t1 = self._t_next, self.next_window_end_us
+    def step(self, k: int = 1) -> List[TrackOutput]:
+        """Run the next ``k`` windows (their events must all be buffered) on the current
+        search region in one network call; one box per window."""
+        t0 = self._t_next
+        ends = [t0 + (i + 1) * self.window_us for i in range(k)]
         ev = concat_events(self._buf)
         region = self._region()
-        x = bin_events(ev, t0, t1, self.steps, region, self.preset.in_hw)
+        x = np.stack([bin_events(ev, e - self.window_us, e, self.steps, region, self.preset.in_hw) for e in ends])
         with torch.inference_mode():
-            norm = self.model.step_window(torch.from_numpy(x)[None])[0].numpy()
-        box = region_norm_to_box(norm, region) if np.all(np.isfinite(norm)) else np.full(4, np.nan, np.float32)
-        sane = _sane(box, self.width, self.height)
-        if sane is not None:
-            self.reference = sane
-            box = sane
-        self._t_next = t1
-        rest = ev[ev["t_us"] >= t1] if len(ev) else ev  # keep events not yet consumed
+            norms = self.model.step_window(torch.from_numpy(x)[None])[0].numpy()  # [k, 4]
+        out = []
+        for t1, norm in zip(ends, norms):
+            box = region_norm_to_box(norm, region) if np.all(np.isfinite(norm)) else np.full(4, np.nan, np.float32)
+            sane = _sane(box, self.width, self.height)
+            if sane is not None:
+                self.reference = sane
+                box = sane
+            out.append(TrackOutput(t1, "snn", box))
+        self._t_next = ends[-1]
+        rest = ev[ev["t_us"] >= self._t_next] if len(ev) else ev  # keep events not yet consumed
         self._buf = [rest] if len(rest) else []
-        return TrackOutput(t1, "snn", box)
+        return out
 
     def push_events(self, events: np.ndarray, t_end_us: int) -> List[TrackOutput]:
-        """Buffer ``events`` (all before ``t_end_us``) and run every window ending by ``t_end_us``."""
+        """Buffer ``events`` (all before ``t_end_us``) and run every window ending by ``t_end_us``
+        (``windows_per_call`` at a time where that many are complete)."""
         self.add_events(events)
         out: List[TrackOutput] = []
-        while self.next_window_end_us <= t_end_us:
-            out.append(self.step())
+        while self.windows_ready(t_end_us):
+            out += self.step(min(self.windows_ready(t_end_us), self.windows_per_call))
         return out
 
 
@@ -231,11 +248,12 @@ class HybridTracker:
     @classmethod
     def from_weights(cls, width: int, height: int, *, mode: str = "hybrid", snn_preset: str = "fast",
                      ann_preset: str = "fast", snn_weights: Optional[str] = None, ann_weights: Optional[str] = None,
-                     window_us: Optional[int] = None, **kw) -> "HybridTracker":
+                     window_us: Optional[int] = None, windows_per_call: int = 1, **kw) -> "HybridTracker":
         """Load the networks a mode needs (the shipped weights unless paths are given)."""
         snn = ann = None
         if mode in ("hybrid", "snn-origin"):
-            snn = SNNRunner.from_file(snn_weights, snn_preset, width, height, window_us=window_us)
+            snn = SNNRunner.from_file(snn_weights, snn_preset, width, height, window_us=window_us,
+                                      windows_per_call=windows_per_call)
         if mode in ("hybrid", "ann", "ann-nat"):
             ann = ANNRunner.from_file(ann_weights, ann_preset, width, height, attention=(mode != "ann-nat"))
         return cls(width, height, mode=mode, snn=snn, ann=ann, **kw)
@@ -272,16 +290,16 @@ class HybridTracker:
         outs: List[TrackOutput] = []
         if self.mode == "snn-origin":
             return self.snn.push_events(ev, batch.t1_us)
-        # hybrid: one window at a time, so each window is centred on the latest fused box
+        # hybrid: each call's search region is centred on the latest fused box
         self.snn.add_events(ev)
-        while self.snn.next_window_end_us <= batch.t1_us:
+        while self.snn.windows_ready(batch.t1_us):
             self.snn.reference = self.fused
-            o = self.snn.step()
-            fused = self.tcf.fuse(o.t_us, o.box)
-            sane = _sane(fused, self.width, self.height)
-            if sane is not None:
-                self.fused = sane
-            outs += [o, TrackOutput(o.t_us, "fused", fused)]
+            for o in self.snn.step(min(self.snn.windows_ready(batch.t1_us), self.snn.windows_per_call)):
+                fused = self.tcf.fuse(o.t_us, o.box)
+                sane = _sane(fused, self.width, self.height)
+                if sane is not None:
+                    self.fused = sane
+                outs += [o, TrackOutput(o.t_us, "fused", fused)]
         return outs
 
     def _frame(self, frame: ApsFrame) -> List[TrackOutput]:

@@ -48,6 +48,18 @@ def test_hybrid_outputs_rates_and_timestamps(stream):
     np.testing.assert_array_equal(out["ann"][0], aps_t)
 
 
+def test_batched_windows_keep_per_window_outputs(stream):
+    items, box0 = stream
+    torch.manual_seed(0)
+    snn = SNNRunner(SpikingTracker.from_preset("fast"), "fast", W, H, windows_per_call=4)
+    tr = HybridTracker(W, H, mode="snn-origin", snn=snn)
+    tr.init(box0, 0)
+    t = tr.run(items)["snn"][0]
+    assert np.all(np.diff(t) == 480) and t[0] == 480
+    with pytest.raises(ValueError, match="windows_per_call"):
+        SNNRunner(SpikingTracker.from_preset("fast"), "fast", W, H, windows_per_call=0)
+
+
 def test_modes_emit_only_their_streams(stream):
     items, box0 = stream
     for mode, keys in [("snn-origin", {"snn"}), ("ann", {"ann"}), ("ann-nat", {"ann"})]:
