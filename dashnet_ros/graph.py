@@ -4,6 +4,19 @@
 processes, for machines without the ROS 2 launch tools) both read this module, so the
 two cannot drift apart: same nodes, executables, parameter files, launch-argument
 overrides and remappings.
+
+The tracking graph (paper Fig. 2)::
+
+    davis ──/davis/events──────► snn_tracker ──/dashnet/snn_box──┐
+      │   ──/davis/image_raw───► ann_tracker ──/dashnet/ann_box──┤
+      │   ──/davis/ground_truth► snn/ann_tracker (first box only) ▼
+      │                                                        fuser ──/dashnet/fused_box──► steering ──/cmd_vel
+      │           /dashnet/fused_box ──► snn_tracker (search region), ann_tracker (attention, eq. 10)
+    closed_loop:=true:  world ──/world/image_raw, /world/ground_truth──► davis;  /cmd_vel ──► world
+
+Open loop (default) the simulator reads ``source`` itself ('world' = the same arena with
+a built-in pursuit controller); closed loop the ``world`` node runs the arena from
+``/cmd_vel`` and the simulator turns its camera topic into the DAVIS stream.
 """
 from __future__ import annotations
 
@@ -45,6 +58,16 @@ LAUNCH_ARGS = (
     LaunchArg("aps_rate_hz", "30.0", "APS frame rate"),
     LaunchArg("seed", "0", "random seed of the world / noise"),
     LaunchArg("use_simulator", "true", "start the DAVIS simulator (false when a bag or a camera driver provides the topics)"),
+    LaunchArg("closed_loop", "false", "closed loop: the world node simulates the predator-prey arena driven by /cmd_vel "
+                                      "and the DAVIS simulator turns its camera (/world/image_raw) into events "
+                                      "('source' is then ignored)"),
+    LaunchArg("tracking", "true", "start the trackers, the fuser and the steering"),
+    LaunchArg("snn_weights", "default", "SNN weights file ('default' = the shipped dashnet_ros/weights/snn_fast.pt)"),
+    LaunchArg("ann_weights", "default", "ANN weights file ('default' = the shipped dashnet_ros/weights/ann_fast.pt)"),
+    LaunchArg("follow_fused", "true", "SNN search region follows the fused box (SNN-hybrid); false = its own output"),
+    LaunchArg("ann_timeout_s", "0.5", "fuser: sensor time without ANN boxes before it publishes SNN-only boxes"),
+    LaunchArg("threads", "1", "torch threads per tracker node"),
+    LaunchArg("device", "cpu", "torch device of the tracker nodes: cpu, cuda, cuda:N"),
 )
 
 # Topics (absolute so every node and remapping reads the same name).
@@ -52,6 +75,16 @@ TOPIC_EVENTS = "/davis/events"
 TOPIC_IMAGE = "/davis/image_raw"
 TOPIC_CAMERA_INFO = "/davis/camera_info"
 TOPIC_GROUND_TRUTH = "/davis/ground_truth"
+TOPIC_SNN_BOX = "/dashnet/snn_box"
+TOPIC_ANN_BOX = "/dashnet/ann_box"
+TOPIC_FUSED_BOX = "/dashnet/fused_box"
+TOPIC_DECISION = "/dashnet/steering_decision"
+TOPIC_CMD_VEL = "/cmd_vel"
+TOPIC_WORLD_IMAGE = "/world/image_raw"
+TOPIC_WORLD_GROUND_TRUTH = "/world/ground_truth"
+TOPIC_WORLD_DISTANCE = "/world/distance"
+TOPIC_WORLD_CAUGHT = "/world/caught"
+TOPIC_DIAGNOSTICS = "/diagnostics"  # the fuser publishes here directly (the ROS convention)
 
 NODES = (
     NodeSpec(
@@ -65,6 +98,7 @@ NODES = (
             "interp_factor": "interp_factor",
             "aps_rate_hz": "aps_rate_hz",
             "seed": "seed",
+            "closed_loop": "closed_loop",
         },
         remappings=(
             ("~/events", TOPIC_EVENTS),
@@ -73,6 +107,71 @@ NODES = (
             ("~/ground_truth", TOPIC_GROUND_TRUTH),
         ),
         enabled_by="use_simulator",
+    ),
+    NodeSpec(
+        name="world",
+        executable="world",
+        params_file="world.yaml",
+        arg_params={"realtime_factor": "realtime_factor", "seed": "seed"},
+        remappings=(
+            ("~/image_raw", TOPIC_WORLD_IMAGE),
+            ("~/ground_truth", TOPIC_WORLD_GROUND_TRUTH),
+            ("~/distance", TOPIC_WORLD_DISTANCE),
+            ("~/caught", TOPIC_WORLD_CAUGHT),
+            ("~/cmd_vel", TOPIC_CMD_VEL),
+        ),
+        enabled_by="closed_loop",
+    ),
+    NodeSpec(
+        name="snn_tracker",
+        executable="snn_tracker",
+        params_file="snn_tracker.yaml",
+        arg_params={"weights": "snn_weights", "follow_fused": "follow_fused", "threads": "threads",
+                    "device": "device"},
+        remappings=(
+            ("~/events", TOPIC_EVENTS),
+            ("~/fused_box", TOPIC_FUSED_BOX),
+            ("~/ground_truth", TOPIC_GROUND_TRUTH),
+            ("~/box", TOPIC_SNN_BOX),
+        ),
+        enabled_by="tracking",
+    ),
+    NodeSpec(
+        name="ann_tracker",
+        executable="ann_tracker",
+        params_file="ann_tracker.yaml",
+        arg_params={"weights": "ann_weights", "threads": "threads", "device": "device"},
+        remappings=(
+            ("~/image_raw", TOPIC_IMAGE),
+            ("~/fused_box", TOPIC_FUSED_BOX),
+            ("~/ground_truth", TOPIC_GROUND_TRUTH),
+            ("~/box", TOPIC_ANN_BOX),
+        ),
+        enabled_by="tracking",
+    ),
+    NodeSpec(
+        name="fuser",
+        executable="fuser",
+        params_file="fuser.yaml",
+        arg_params={"aps_rate_hz": "aps_rate_hz", "ann_timeout_s": "ann_timeout_s"},
+        remappings=(
+            ("~/snn_box", TOPIC_SNN_BOX),
+            ("~/ann_box", TOPIC_ANN_BOX),
+            ("~/fused_box", TOPIC_FUSED_BOX),
+        ),
+        enabled_by="tracking",
+    ),
+    NodeSpec(
+        name="steering",
+        executable="steering",
+        params_file="steering.yaml",
+        remappings=(
+            ("~/box", TOPIC_FUSED_BOX),
+            ("~/camera_info", TOPIC_CAMERA_INFO),
+            ("~/cmd_vel", TOPIC_CMD_VEL),
+            ("~/decision", TOPIC_DECISION),
+        ),
+        enabled_by="tracking",
     ),
 )
 
@@ -113,7 +212,8 @@ def node_commands(python: str, config_dir: str, args: dict) -> list[tuple[NodeSp
                "-r", f"__node:={spec.name}",
                "--params-file", os.path.join(config_dir, spec.params_file)]
         for param, arg in spec.arg_params.items():
-            cmd += ["-p", f"{param}:={values[arg]}"]
+            v = values[arg]
+            cmd += ["-p", f"{param}:={v}" if v != "" else f"{param}:=''"]  # rcl refuses an empty value
         for src, dst in spec.remappings:
             cmd += ["-r", f"{src}:={dst}"]
         out.append((spec, cmd))

@@ -7,6 +7,14 @@ Topics (node-private names, remapped by the graph):
   ~/ground_truth dashnet_ros/TrackedBox    the source's ground truth at each APS frame (if any)
 Header stamps are sensor time (microseconds from the start of the source, plus
 ``time_offset_s``); the core does all the work (:class:`dashnet_ros.davis.stream.DavisSimulator`).
+
+Topic sources (``source: topic:NAME``, or ``closed_loop: true`` = ``topic:`` +
+``closed_loop_topic``): the source frames are ``sensor_msgs/Image`` messages on NAME (e.g.
+the ``world`` node's camera at 240 fps), stamped with their sensor time; ground-truth
+``TrackedBox`` messages on ``topic_ground_truth`` are matched to them by stamp.  Pacing
+then follows the publisher (``realtime_factor`` and ``loop`` do not apply), and a frame
+stamped earlier than the previous one (publisher restarted, bag looped) restarts the
+simulator on the new time line.
 """
 from __future__ import annotations
 
@@ -16,10 +24,14 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from ..msg import EventPacket, TrackedBox
-from .common import Param, declare, non_negative, one_of, positive, run_node, sensor_qos
+from .common import Param, RateLimitedWarner, declare, non_negative, one_of, positive, run_node, sensor_qos
 
 PARAMS = (
-    Param("source", "world", "frame source: 'world', 'scenes:SEED', a video file, an NFS sequence dir or an image folder"),
+    Param("source", "world", "frame source: 'world', 'scenes:SEED', a video file, an NFS sequence dir, an image folder, or 'topic:NAME' (sensor_msgs/Image frames on topic NAME)"),
+    Param("closed_loop", False, "take the frames from closed_loop_topic (the world node's camera, driven by /cmd_vel) instead of 'source'"),
+    Param("closed_loop_topic", "/world/image_raw", "image topic of the closed loop's world camera"),
+    Param("topic_ground_truth", "auto", "topic sources: TrackedBox ground truth matched to frames by stamp ('auto' = the image topic's namespace + '/ground_truth', '' = none)"),
+    Param("topic_fps", 240.0, "topic sources: nominal frame rate of the image topic", positive),
     Param("width", 240, "output width in pixels (DAVIS240C: 240)", positive),
     Param("height", 180, "output height in pixels (DAVIS240C: 180)", positive),
     Param("interp_factor", 7, "FCN-interpolated frames between source frames (eq. 13)", one_of(0, 1, 3, 7)),
@@ -39,12 +51,33 @@ PARAMS = (
 )
 
 
-def make_simulator(p: dict):
-    """Build the core simulator from the node's parameter values."""
+def topic_of(p: dict):
+    """The image topic of a topic source (``closed_loop`` or ``source: topic:NAME``), else None."""
+    if p["closed_loop"]:
+        return p["closed_loop_topic"]
+    if p["source"].startswith("topic:"):
+        name = p["source"][len("topic:"):].strip()
+        if not name:
+            raise ValueError("source 'topic:' needs a topic name, e.g. topic:/world/image_raw")
+        return name
+    return None
+
+
+def ground_truth_topic(p: dict, image_topic: str) -> str:
+    gt = p["topic_ground_truth"]
+    if gt != "auto":
+        return gt
+    head = image_topic.rsplit("/", 1)[0] if "/" in image_topic else ""
+    return f"{head}/ground_truth" if head or image_topic.startswith("/") else "ground_truth"
+
+
+def make_simulator(p: dict, source=None):
+    """Build the core simulator from the node's parameter values (and a ready source)."""
     from ..davis.sources import open_source
     from ..davis.stream import DavisSimulator
 
-    source = open_source(p["source"], seed=p["seed"])
+    if source is None:
+        source = open_source(p["source"], seed=p["seed"])
     if p["dvs_model"] == "pixel":
         dvs_params = {"threshold_on": p["threshold"], "threshold_off": p["threshold"],
                       **{k: p[k] for k in ("sigma_threshold", "refractory_us", "leak_rate_hz",
@@ -65,10 +98,23 @@ def make_simulator(p: dict):
 
 
 class DavisSimulatorNode(Node):
-    def __init__(self):
-        super().__init__("davis_simulator")
+    def __init__(self, **kw):
+        super().__init__("davis_simulator", **kw)
         self.p = declare(self, PARAMS)
-        self.sim = make_simulator(self.p)
+        self.warn = RateLimitedWarner(self.get_logger())
+        self.topic = topic_of(self.p)
+        self.topic_source = None
+        if self.topic is None:
+            self.sim = make_simulator(self.p)
+        else:
+            from ..davis.topic_source import TopicFrameSource
+
+            self.sim = None  # built when the first frame fixes the size
+            self.topic_source = TopicFrameSource(fps=self.p["topic_fps"], name=self.topic)
+            self.create_subscription(Image, self.topic, self._on_image, sensor_qos())
+            gt = ground_truth_topic(self.p, self.topic)
+            if gt:
+                self.create_subscription(TrackedBox, gt, self._on_ground_truth, 50)
         qos = sensor_qos()
         self.pub_events = self.create_publisher(EventPacket, "~/events", qos)
         self.pub_image = self.create_publisher(Image, "~/image_raw", qos)
@@ -78,14 +124,35 @@ class DavisSimulatorNode(Node):
         self.thread = threading.Thread(target=_publish_loop, args=(self,), daemon=True)
         self.thread.start()
         p = self.p
+        src = p["source"] if self.topic is None else f"topic:{self.topic}" + (" (closed loop)" if p["closed_loop"] else "")
+        pace = f"realtime_factor={p['realtime_factor']}" if self.topic is None else "paced by the topic"
         self.get_logger().info(
-            f"source={p['source']} {p['width']}x{p['height']} interp x{p['interp_factor']} "
-            f"model={p['dvs_model']} APS {p['aps_rate_hz']} Hz, packets {p['packet_us']} us, "
-            f"realtime_factor={p['realtime_factor']}"
+            f"source={src} {p['width']}x{p['height']} interp x{p['interp_factor']} "
+            f"model={p['dvs_model']} APS {p['aps_rate_hz']} Hz, packets {p['packet_us']} us, {pace}"
         )
+
+    def _on_image(self, msg) -> None:
+        from ..io import ros_msgs as rm
+
+        try:
+            img = rm.image_to_gray(msg)
+        except rm.MessageError as e:
+            self.warn("bad_image", f"{self.topic}: {e}; frame dropped")
+            return
+        note = self.topic_source.put(rm.stamp_to_us(msg.header.stamp), img)
+        if note:
+            self.warn("frame", f"{self.topic}: {note}")
+
+    def _on_ground_truth(self, msg) -> None:
+        from ..io import ros_msgs as rm
+
+        t_us, box = rm.msg_to_box(msg)
+        self.topic_source.set_box(t_us, box)
 
     def close(self) -> None:
         self.stop_event.set()
+        if self.topic_source is not None:
+            self.topic_source.close()
         self.thread.join(timeout=2.0)
 
 
@@ -105,22 +172,29 @@ def _camera_info(msg, width, height, frame_id):
 
 
 def _publish_loop(node) -> None:
-    import rclpy
-
     from ..davis.frames import ApsFrame, EventBatch
     from ..io import ros_msgs as rm
     from ..timing import Pacer
 
     p = node.p
-    pacer = Pacer(p["realtime_factor"])
+    src = node.topic_source
+    pacer = Pacer(p["realtime_factor"] if src is None else 0.0)
     end_us = int(p["duration_s"] * 1e6) if p["duration_s"] > 0 else None
     offset_us = 0
     info = _camera_info(CameraInfo(), p["width"], p["height"], p["frame_id"])
     try:
-        while not node.stop_event.is_set() and rclpy.ok():
+        while not node.stop_event.is_set() and node.context.ok():
+            if src is not None:
+                if not src.wait_ready(timeout_s=0.5):
+                    if src.closed:
+                        return
+                    continue
+                if node.sim is not None:
+                    node.get_logger().warning(f"{node.topic}: frame time went backwards; restarting the simulator")
+                node.sim = make_simulator(p, src)
             last_us = 0
             for item in node.sim.stream():
-                if node.stop_event.is_set() or not rclpy.ok():
+                if node.stop_event.is_set() or not node.context.ok():
                     return
                 t_us = (item.t1_us if isinstance(item, EventBatch) else item.t_us) + offset_us
                 if end_us is not None and t_us > end_us:
@@ -148,6 +222,8 @@ def _publish_loop(node) -> None:
                         node.pub_gt.publish(rm.box_to_msg(item.box, TrackedBox(), t_us=t_us,
                                                           source=TrackedBox.SOURCE_GROUND_TRUTH,
                                                           frame_id=p["frame_id"]))
+            if src is not None:
+                continue  # closed (the loop ends) or time went backwards (rebuild)
             if not p["loop"]:
                 node.get_logger().info("source ended")
                 return

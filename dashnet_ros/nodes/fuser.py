@@ -1,0 +1,136 @@
+"""``fuser`` node: temporal complementary filter over SNN and ANN boxes (paper eq. 7-9).
+
+Topics (node-private names, remapped by the graph):
+  ~/snn_box     dashnet_ros/TrackedBox       in (/dashnet/snn_box)
+  ~/ann_box     dashnet_ros/TrackedBox       in (/dashnet/ann_box)
+  ~/fused_box   dashnet_ros/TrackedBox       out (/dashnet/fused_box), one per SNN box, same stamp;
+                                             source FUSED, score = the SNN weight w of eq. 8
+                                             (1 = SNN only, 0 = ANN only).  Also the ANN's
+                                             attention feedback (eq. 10).
+  /diagnostics  diagnostic_msgs/DiagnosticArray  status "dashnet fuser: ANN input": OK while
+                                             fusing, WARN while SNN-only; on every change and
+                                             every ``diagnostics_period_s``
+
+Each SNN box is fused with the nearest ANN box received so far
+(:class:`dashnet_ros.fusion.tcf.TCF`; ``causal``: only ANN boxes at or before it).  When no
+ANN box has arrived for ``ann_timeout_s`` of sensor time (measured on the SNN stamps) the
+node publishes the SNN boxes alone and says so once (log + WARN diagnostic); fusion resumes
+with the next ANN box (OK diagnostic).  Time going backwards on either input resets the filter.
+"""
+from __future__ import annotations
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+
+from ..msg import TrackedBox
+from .common import Param, RateLimitedWarner, declare, non_negative, positive, run_node
+from .snn_tracker import BOX_QOS_DEPTH
+
+PARAMS = (
+    Param("aps_rate_hz", 30.0, "APS frame rate; the TCF time scale is half its frame interval", positive),
+    Param("time_scale_s", 0.0, "TCF time scale of eq. 7 in seconds (0 = 0.5 / aps_rate_hz)", non_negative),
+    Param("causal", True, "fuse only with ANN boxes stamped at or before the SNN box"),
+    Param("ann_timeout_s", 0.5, "sensor time without an ANN box after which the output is SNN-only", positive),
+    Param("diagnostics_period_s", 1.0, "period of the /diagnostics status (wall time)", positive),
+)
+
+DIAG_NAME = "dashnet fuser: ANN input"
+
+
+class FuserNode(Node):
+    def __init__(self, **kw):
+        super().__init__("fuser", **kw)
+        from ..fusion.tcf import TCF
+
+        p = self.p = declare(self, PARAMS)
+        self.warn = RateLimitedWarner(self.get_logger())
+        scale = p["time_scale_s"] or 0.5 / p["aps_rate_hz"]
+        self.tcf = TCF(scale, causal=p["causal"])
+        self.timeout_us = int(p["ann_timeout_s"] * 1e6)
+        self.last_snn_t = None
+        self.last_ann_t = None       # stamp of the latest ANN box (None: none on this time line)
+        self.first_snn_t = None
+        self.snn_only = False
+        self.n_out = 0
+        self.pub = self.create_publisher(TrackedBox, "~/fused_box", BOX_QOS_DEPTH)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(TrackedBox, "~/snn_box", self._on_snn, BOX_QOS_DEPTH)
+        self.create_subscription(TrackedBox, "~/ann_box", self._on_ann, BOX_QOS_DEPTH)
+        self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
+        self.get_logger().info(f"TCF time scale {scale * 1e3:.2f} ms, causal={p['causal']}, "
+                               f"ANN timeout {p['ann_timeout_s']} s")
+
+    def _box(self, msg, kind: str):
+        from ..io import ros_msgs as rm
+
+        t_us, box = rm.msg_to_box(msg)
+        if msg.valid and not np.all(np.isfinite(box)):
+            self.warn(f"bad_{kind}", f"{kind.upper()} box marked valid is NaN or has no size; used as 'no estimate'")
+        return t_us, box
+
+    def _on_ann(self, msg) -> None:
+        t_us, box = self._box(msg, "ann")
+        if self.last_ann_t is not None and t_us < self.last_ann_t:
+            self.warn("time", f"ANN box time went backwards ({t_us} us after {self.last_ann_t} us): filter reset")
+            self.tcf.reset()
+        self.last_ann_t = t_us
+        self.tcf.add_ann(t_us, box)
+        fresh = self.last_snn_t is None or self.last_snn_t - t_us <= self.timeout_us
+        if self.snn_only and fresh:
+            self.snn_only = False
+            self.get_logger().info("ANN boxes are back: fusing again")
+            self._publish_diagnostics()
+
+    def _on_snn(self, msg) -> None:
+        from ..io import ros_msgs as rm
+
+        t_us, box = self._box(msg, "snn")
+        if self.last_snn_t is not None and t_us < self.last_snn_t:
+            self.warn("time", f"SNN box time went backwards ({t_us} us after {self.last_snn_t} us): filter reset")
+            self.tcf.reset()
+            self.last_ann_t = None
+            self.first_snn_t = None
+        self.last_snn_t = t_us
+        if self.first_snn_t is None:
+            self.first_snn_t = t_us
+        ref = self.last_ann_t if self.last_ann_t is not None else self.first_snn_t
+        stale = t_us - ref > self.timeout_us
+        if stale and not self.snn_only:
+            self.snn_only = True
+            self.tcf.reset()  # forget the old ANN boxes: SNN-only until a new one arrives
+            self.get_logger().warning(f"no ANN box for {(t_us - ref) / 1e6:.3f} s of sensor time: publishing "
+                                      "SNN-only boxes")
+            self._publish_diagnostics()
+        fused = self.tcf.fuse(t_us, box)
+        out = rm.box_to_msg(fused, TrackedBox(), t_us=t_us, source=TrackedBox.SOURCE_FUSED,
+                            score=self.tcf.last_weight, frame_id=msg.header.frame_id)
+        self.pub.publish(out)
+        self.n_out += 1
+
+    def _publish_diagnostics(self) -> None:
+        st = DiagnosticStatus()
+        st.name = DIAG_NAME
+        st.hardware_id = self.get_fully_qualified_name()
+        if self.snn_only:
+            st.level = DiagnosticStatus.WARN
+            st.message = f"no ANN box for over {self.p['ann_timeout_s']} s: publishing SNN-only boxes"
+        else:
+            st.level = DiagnosticStatus.OK
+            st.message = "fusing SNN and ANN boxes" if self.last_ann_t is not None else "waiting for ANN boxes"
+        st.values = [KeyValue(key="mode", value="snn_only" if self.snn_only else "fused"),
+                     KeyValue(key="last_ann_stamp_us", value=str(self.last_ann_t)),
+                     KeyValue(key="last_snn_stamp_us", value=str(self.last_snn_t)),
+                     KeyValue(key="fused_boxes", value=str(self.n_out))]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [st]
+        self.pub_diag.publish(arr)
+
+
+def main(args=None) -> int:
+    return run_node(FuserNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

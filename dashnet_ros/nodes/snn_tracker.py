@@ -1,0 +1,304 @@
+"""``snn_tracker`` node: DVS event packets -> SNN boxes, one per window δt (paper eq. 1-4).
+
+Topics (node-private names, remapped by the graph):
+  ~/events        dashnet_ros/EventPacket  in, sensor-data QoS (/davis/events)
+  ~/fused_box     dashnet_ros/TrackedBox   in: the fuser's output; each new one re-centres the
+                                           search region (SNN-hybrid) unless follow_fused is false
+  ~/ground_truth  dashnet_ros/TrackedBox   in, only until the first valid box (the initial box when
+                                           init_box is all zeros); never read after that
+  ~/box           dashnet_ros/TrackedBox   out (/dashnet/snn_box): source SNN, stamp = window end
+                                           (sensor time), one per window, nothing before initialisation
+
+The core does the work (:class:`dashnet_ros.tracking.SNNRunner`).  Bad packets (invalid
+records, out-of-range coordinates, unsorted or outside their interval, empty interval)
+are dropped with a rate-limited warning.  Sensor time going backwards (a looping bag, a
+restarted simulator) resets the network state and initialises again (from ``init_box``,
+or from the next ground-truth box); a forward jump over ``max_gap_ms`` restarts the
+windows at the new time from the last box.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from rclpy.node import Node
+
+from ..msg import EventPacket, TrackedBox
+from .common import Param, RateLimitedWarner, declare, non_negative, positive, run_node, sensor_qos
+
+BOX_QOS_DEPTH = 200
+
+
+def check_device(v):
+    import torch
+
+    try:
+        dev = torch.device(v)
+    except (RuntimeError, ValueError):
+        return "must be a torch device such as cpu, cuda or cuda:0"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available on this machine (torch.cuda.is_available() is False)"
+    if dev.type not in ("cpu", "cuda"):
+        return "must be cpu or cuda[:N]"
+    return None
+
+
+def check_box_param(v):
+    if len(v) != 4 or not all(math.isfinite(x) for x in v):
+        return "must be 4 finite numbers [x, y, w, h]"
+    if any(v) and (v[2] <= 0 or v[3] <= 0):
+        return "w and h must be > 0 (or all four zero: take the first ground-truth box)"
+    return None
+
+
+def torch_params(kind: str):
+    """The ``weights``/``preset``/``threads``/``device`` parameters of a tracker node."""
+    if kind == "snn":
+        from ..models.snn import PRESETS
+    else:
+        from ..models.ann import PRESETS
+    from .common import one_of
+
+    return (
+        Param("weights", "default", f"{kind.upper()} weights file ('default' or '' = the shipped "
+                                    f"dashnet_ros/weights/{kind}_<preset>.pt)"),
+        Param("preset", "fast", f"{kind.upper()} preset the weights were trained with", one_of(*sorted(PRESETS))),
+        Param("threads", 1, "torch intra-op threads (torch.set_num_threads)", positive),
+        Param("device", "cpu", "torch device for the network: cpu, cuda or cuda:N", check_device),
+    )
+
+
+def weights_path(value: str):
+    """None (the shipped file) for 'default'/'', else the path."""
+    return None if value in ("", "default") else value
+
+
+class OnDevice:
+    """Runs a tracker model on ``device`` for the CPU-side runners: inputs are moved there,
+    outputs come back to the CPU; every other attribute is the model's."""
+
+    def __init__(self, model, device):
+        self._m = model.to(device)
+        self._dev = device
+
+    def __call__(self, x):
+        return self._m(x.to(self._dev)).cpu()
+
+    def step_window(self, x):
+        return self._m.step_window(x.to(self._dev)).cpu()
+
+    def __getattr__(self, name):
+        return getattr(self._m, name)
+
+
+def setup_torch(runner, threads: int, device: str) -> None:
+    """Thread count for this process; the runner's model moved to ``device`` (if not cpu)."""
+    import torch
+
+    torch.set_num_threads(int(threads))
+    if torch.device(device).type != "cpu":
+        runner.model = OnDevice(runner.model, torch.device(device))
+
+
+def reference_box(box, width: int, height: int):
+    """A finite box with positive size, its centre clamped into the frame; None otherwise."""
+    b = np.asarray(box, dtype=np.float64).reshape(4)
+    if not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
+        return None
+    cx = min(max(b[0] + b[2] / 2, 0.0), width)
+    cy = min(max(b[1] + b[3] / 2, 0.0), height)
+    return np.array([cx - b[2] / 2, cy - b[3] / 2, b[2], b[3]], np.float32)
+
+
+class InitialBox:
+    """The one initial target box of a tracker node (HybridTracker.init): the ``init_box``
+    parameter, or else the first valid box on ``~/ground_truth``; that subscription is
+    dropped as soon as the box arrived, so the node never reads the ground truth again
+    (:meth:`reset`, after time went backwards, listens for one box again)."""
+
+    def __init__(self, node, init_box):
+        self.node = node
+        self.fixed = np.array(init_box, np.float32) if any(init_box) else None
+        self.pending = None            # (t_us, box) from the ground truth, not yet used
+        self.sub = None
+        if self.fixed is None:
+            self.listen()
+
+    @property
+    def origin(self) -> str:
+        return "init_box" if self.fixed is not None else "ground truth"
+
+    def listen(self) -> None:
+        if self.sub is None:
+            self.sub = self.node.create_subscription(TrackedBox, "~/ground_truth", self._on_ground_truth, 10)
+
+    def _on_ground_truth(self, msg) -> None:
+        from ..io import ros_msgs as rm
+
+        if self.sub is None or self.pending is not None:
+            return
+        t_us, box = rm.msg_to_box(msg)
+        if not np.all(np.isfinite(box)):
+            if msg.valid:
+                self.node.warn("bad_ground_truth", "ground-truth box marked valid is NaN or has no size; ignored")
+            return  # target not visible: wait for a valid box
+        self.pending = (t_us, box)
+        self.node.destroy_subscription(self.sub)
+        self.sub = None
+        self.node.get_logger().info(f"initial box {np.round(box, 1).tolist()} from the ground truth "
+                                    f"at {t_us / 1e6:.6f} s")
+
+    def take(self, t_start_us: int, t_end_us: int):
+        """``(t_us, box)`` to initialise at, within ``[t_start, t_end)`` of the input, or None."""
+        if self.fixed is not None:
+            return int(t_start_us), self.fixed
+        if self.pending is None or self.pending[0] >= t_end_us:
+            return None
+        t, box = self.pending
+        self.pending = None
+        return max(int(t), int(t_start_us)), box
+
+    def reset(self) -> None:
+        if self.fixed is None:
+            self.pending = None
+            self.listen()
+
+
+PARAMS = torch_params("snn") + (
+    Param("window_us", 0, "output window δt in microseconds (0 = the preset's, 480 µs)", non_negative),
+    Param("windows_per_call", 1, "windows run per network call on one search region (throughput up, the "
+                                 "region moves every this many windows); boxes are still one per window", positive),
+    Param("init_box", [0.0, 0.0, 0.0, 0.0], "initial target box [x, y, w, h] in sensor pixels; all zeros = "
+                                             "the first valid box on ~/ground_truth", check_box_param),
+    Param("follow_fused", True, "re-centre the search region on each new fused box (SNN-hybrid); false = "
+                                "on the SNN's own output (SNN-origin)"),
+    Param("fused_max_age_ms", 20.0, "ignore fused boxes older than this (sensor time) at the window start", positive),
+    Param("max_gap_ms", 100.0, "a forward jump in the event stream longer than this restarts the windows "
+                               "at the new time (keeping the box)", positive),
+)
+
+
+class SNNTrackerNode(Node):
+    def __init__(self, **kw):
+        super().__init__("snn_tracker", **kw)
+        from ..tracking import SNNRunner
+
+        p = self.p = declare(self, PARAMS)
+        self.warn = RateLimitedWarner(self.get_logger())
+        self.runner = SNNRunner.from_file(weights_path(p["weights"]), p["preset"], 240, 180,
+                                          window_us=p["window_us"] or None, windows_per_call=p["windows_per_call"])
+        setup_torch(self.runner, p["threads"], p["device"])
+        self.window_us = self.runner.window_us
+        self.first = InitialBox(self, p["init_box"])
+        self.initialised = False
+        self.init_t_us = None
+        self.last_end_us = None
+        self.fused = None              # (t_us, box) of the latest fused box
+        self.fused_new = False
+        self.frame_id = ""
+        self.n_out = 0
+        self.pub = self.create_publisher(TrackedBox, "~/box", BOX_QOS_DEPTH)
+        self.create_subscription(EventPacket, "~/events", self._on_events, sensor_qos())
+        self.create_subscription(TrackedBox, "~/fused_box", self._on_fused, BOX_QOS_DEPTH)
+        self.get_logger().info(
+            f"SNN '{p['preset']}' ({p['weights']}), window {self.window_us} us x{p['windows_per_call']} per call, "
+            f"device {p['device']}, "
+            f"threads {p['threads']}, init from {self.first.origin}, follow_fused={p['follow_fused']}"
+        )
+
+    # -- initialisation ---------------------------------------------------------------------
+    def _try_init(self, t_start: int, t_end: int) -> bool:
+        """Initialise at the first instant in [t_start, t_end) we have a box for."""
+        first = self.first.take(t_start, t_end)
+        if first is None:
+            return False
+        t0, box = first
+        self.runner.init(box, t0)
+        self.initialised, self.init_t_us = True, t0
+        self.fused, self.fused_new = None, False
+        return True
+
+    def _restart(self, reason: str) -> None:
+        self.warn("time", f"{reason}: SNN state reset, initialising again")
+        self.runner.model.reset_state()
+        self.initialised = False
+        self.fused, self.fused_new = None, False
+        self.first.reset()
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _on_fused(self, msg) -> None:
+        from ..io import ros_msgs as rm
+
+        t_us, box = rm.msg_to_box(msg)
+        if not np.all(np.isfinite(box)):
+            if msg.valid:
+                self.warn("bad_fused", "fused box marked valid is NaN or has no size; ignored")
+            return
+        self.fused, self.fused_new = (t_us, box), True
+
+    def _on_events(self, msg) -> None:
+        from ..io import ros_msgs as rm
+
+        try:
+            ev = rm.msg_to_events(msg)
+        except rm.MessageError as e:
+            self.warn("bad_packet", f"bad EventPacket ({e}); packet dropped")
+            return
+        t0, t1 = int(msg.time_base_us), int(msg.end_us)
+        if msg.width == 0 or msg.height == 0:
+            self.warn("bad_packet", f"EventPacket with zero sensor size {msg.width}x{msg.height}; packet dropped")
+            return
+        if t1 <= t0:
+            self.warn("bad_packet", f"EventPacket covers an empty interval [{t0}, {t1}) us; packet dropped")
+            return
+        if len(ev) and (int(ev["t_us"][0]) < t0 or int(ev["t_us"][-1]) >= t1):
+            self.warn("bad_packet", f"EventPacket has events outside its interval [{t0}, {t1}) us; packet dropped")
+            return
+        if (msg.width, msg.height) != (self.runner.width, self.runner.height):
+            if self.initialised:
+                self._restart(f"sensor size changed to {msg.width}x{msg.height}")
+            self.runner.width, self.runner.height = int(msg.width), int(msg.height)
+        self.frame_id = msg.header.frame_id
+        if self.last_end_us is not None:
+            if t0 < self.last_end_us:
+                self._restart(f"sensor time went backwards ({t0} us after a packet ending at {self.last_end_us} us)")
+            elif t0 - self.last_end_us > self.p["max_gap_ms"] * 1000 and self.initialised:
+                self.warn("gap", f"{(t0 - self.last_end_us) / 1000:.1f} ms gap in the event stream: windows restart "
+                                 "at the new time")
+                self.runner.init(self.runner.reference, t0)
+        start = self.last_end_us if self.last_end_us is not None and self.last_end_us <= t0 else t0
+        self.last_end_us = t1
+        if not self.initialised and not self._try_init(start, t1):
+            return
+        w_start = self.runner.next_window_end_us - self.window_us
+        if len(ev) and int(ev["t_us"][0]) < w_start:
+            ev = ev[ev["t_us"] >= w_start]
+        self.runner.add_events(ev)
+        while self.runner.windows_ready(t1):
+            self._follow_fused(self.runner.next_window_end_us - self.window_us)
+            for out in self.runner.step(min(self.runner.windows_ready(t1), self.runner.windows_per_call)):
+                box = out.box if out.box[2] > 0 and out.box[3] > 0 else np.full(4, np.nan, np.float32)  # no size
+                self.pub.publish(rm.box_to_msg(box, TrackedBox(), t_us=out.t_us, source=TrackedBox.SOURCE_SNN,
+                                               frame_id=self.frame_id))
+                self.n_out += 1
+
+    def _follow_fused(self, window_start_us: int) -> None:
+        """SNN-hybrid: a new fused box (not older than fused_max_age_ms, not from before the
+        initialisation) becomes the next window's search-region centre."""
+        if not (self.p["follow_fused"] and self.fused_new):
+            return
+        self.fused_new = False
+        t_f, box = self.fused
+        if t_f < self.init_t_us or window_start_us - t_f > self.p["fused_max_age_ms"] * 1000:
+            return
+        ref = reference_box(box, self.runner.width, self.runner.height)
+        if ref is not None:
+            self.runner.reference = ref
+
+
+def main(args=None) -> int:
+    return run_node(SNNTrackerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
