@@ -526,3 +526,51 @@ def test_davis_simulator_turns_an_image_topic_into_events(h):
     n = len(ev)
     frames(range(12))
     assert h.spin(5, until=lambda: len(ev) > n and ev[-1].end_us < ev[n - 1].end_us)
+
+
+# --------------------------------------------------------------------------- ROS-free helpers of the nodes
+
+def test_topic_frame_source_orders_restarts_and_matches_boxes():
+    from dashnet_ros.davis.topic_source import TopicFrameSource
+
+    src = TopicFrameSource(fps=240.0, max_queue=4)
+    assert not src.wait_ready(timeout_s=0.01) and src.width == 0
+    src.set_box(0, [1, 2, 3, 4])                                   # a box before its frame
+    assert src.put(0, np.zeros((6, 8), np.uint8)) is None
+    assert src.wait_ready(0.01) and (src.width, src.height) == (8, 6)
+    assert "8x6" in src.put(10, np.zeros((5, 5), np.uint8))       # another size: refused
+    assert "repeats" in src.put(0, np.zeros((6, 8), np.uint8))
+    src.put(4167, np.full((6, 8), 255, np.uint8))
+    src.set_box(4167, [5, 6, 7, 8])                                # a box after its frame
+    src.put(2000, np.zeros((6, 8), np.uint8))                      # time goes backwards
+    it = iter(src)
+    f0, f1 = next(it), next(it)
+    assert (f0.t_us, f1.t_us) == (0, 4167) and f1.image.max() == 1.0 and f1.image.dtype == np.float32
+    assert np.allclose(f0.box, [1, 2, 3, 4]) and np.allclose(f1.box, [5, 6, 7, 8])
+    assert list(it) == [] and src.restarts == 1                    # the pass ends at the jump back
+    it = iter(src)
+    assert next(it).t_us == 2000                                   # the next pass starts there
+    for k in range(6):                                             # a full queue drops the oldest
+        note = src.put(3000 + k, np.zeros((6, 8), np.uint8))
+    assert "dropped the oldest" in note and src.dropped == 2
+    assert [f.t_us for f in [next(it) for _ in range(4)]] == [3002, 3003, 3004, 3005]
+    src.close()
+    assert list(it) == [] and src.put(9000, np.zeros((6, 8), np.uint8)) == "source is closed"
+
+
+def test_on_device_wrapper_delegates_the_streaming_api():
+    import torch
+
+    from dashnet_ros.models.snn import SpikingTracker
+    from dashnet_ros.nodes.snn_tracker import OnDevice
+
+    torch.manual_seed(0)
+    net = SpikingTracker.from_preset("fast")
+    net.nan_when_silent = False       # a finite readout even if the untrained net stays silent
+    wrapped = OnDevice(net, torch.device("cpu"))
+    x = torch.ones(1, 1, 2, 32, 32)
+    a = wrapped.step_window(x)
+    wrapped.reset_state()
+    b = net.step_window(x)
+    assert torch.isfinite(a).all() and torch.allclose(a, b) and a.device.type == "cpu"
+    assert wrapped.config() == net.config()
