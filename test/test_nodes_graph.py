@@ -26,7 +26,6 @@ from std_msgs.msg import Float32, String
 
 from dashnet_ros import graph
 from dashnet_ros.commands import launch
-from dashnet_ros.io import ros_msgs as rm
 from dashnet_ros.msg import EventPacket, TrackedBox
 from dashnet_ros.nodes.common import sensor_qos
 from dashnet_ros.tracking import default_weights

@@ -101,13 +101,15 @@ def setup_torch(runner, threads: int, device: str) -> None:
 
 
 def reference_box(box, width: int, height: int):
-    """A finite box with positive size, its centre clamped into the frame; None otherwise."""
+    """A usable search-region centre (as the core's runners keep): finite, size clamped to
+    [2 px, frame], centre clamped into the frame; None for a NaN or sizeless box."""
     b = np.asarray(box, dtype=np.float64).reshape(4)
     if not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
         return None
+    w, h = min(max(b[2], 2.0), width), min(max(b[3], 2.0), height)
     cx = min(max(b[0] + b[2] / 2, 0.0), width)
     cy = min(max(b[1] + b[3] / 2, 0.0), height)
-    return np.array([cx - b[2] / 2, cy - b[3] / 2, b[2], b[3]], np.float32)
+    return np.array([cx - w / 2, cy - h / 2, w, h], np.float32)
 
 
 class InitialBox:
