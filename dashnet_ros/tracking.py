@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .davis.frames import ApsFrame, EventBatch
-from .events import EVENT_DTYPE, concat_events
+from .events import concat_events
 from .fusion.tcf import TCF
 from .models.ann import PRESETS as ANN_PRESETS
 from .models.ann import frame_input

@@ -43,7 +43,7 @@ def _collect(ctx, seconds, until=None):
 def test_launch_simulator_publishes_and_stops_cleanly(rclpy_context):
     proc = subprocess.Popen(
         [sys.executable, "-m", "dashnet_ros.cli", "launch", "tracking", "source:=scenes:7",
-         "interp_factor:=1", "realtime_factor:=1.0"],
+         "interp_factor:=1", "realtime_factor:=1.0", "tracking:=false"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
