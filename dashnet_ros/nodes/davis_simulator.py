@@ -27,7 +27,7 @@ from ..msg import EventPacket, TrackedBox
 from .common import Param, RateLimitedWarner, declare, non_negative, one_of, positive, run_node, sensor_qos
 
 PARAMS = (
-    Param("source", "world", "frame source: 'world', 'scenes:SEED', a video file, an NFS sequence dir, an image folder, or 'topic:NAME' (sensor_msgs/Image frames on topic NAME)"),
+    Param("source", "world", "frame source: 'world', 'scenes:SEED', a video file, an NFS sequence dir, an image folder, a DAVIS recording (.aedat, .aedat4: replayed, not simulated), or 'topic:NAME' (sensor_msgs/Image frames on topic NAME)"),
     Param("closed_loop", False, "take the frames from closed_loop_topic (the world node's camera, driven by /cmd_vel) instead of 'source'"),
     Param("closed_loop_topic", "/world/image_raw", "image topic of the closed loop's world camera"),
     Param("topic_ground_truth", "auto", "topic sources: TrackedBox ground truth matched to frames by stamp ('auto' = the image topic's namespace + '/ground_truth', '' = none)"),
@@ -71,11 +71,26 @@ def ground_truth_topic(p: dict, image_topic: str) -> str:
     return f"{head}/ground_truth" if head or image_topic.startswith("/") else "ground_truth"
 
 
+RECORDING_EXTS = (".aedat", ".aedat2", ".aedat3", ".aedat4")
+
+
+def is_recording(spec: str) -> bool:
+    """A jAER / iniVation recording file (AEDAT 2.0 / 3.1 / 4)."""
+    import os
+
+    return os.path.isfile(spec) and spec.lower().endswith(RECORDING_EXTS)
+
+
 def make_simulator(p: dict, source=None):
     """Build the core simulator from the node's parameter values (and a ready source)."""
     from ..davis.sources import open_source
     from ..davis.stream import DavisSimulator
 
+    if source is None and is_recording(p["source"]):
+        # a real DAVIS recording is already a DAVIS stream: replay it, no simulation
+        from ..davis.recordings import open_recording
+
+        return open_recording(p["source"], batch_us=p["packet_us"])
     if source is None:
         source = open_source(p["source"], seed=p["seed"])
     if p["dvs_model"] == "pixel":
@@ -181,7 +196,8 @@ def _publish_loop(node) -> None:
     pacer = Pacer(p["realtime_factor"] if src is None else 0.0)
     end_us = int(p["duration_s"] * 1e6) if p["duration_s"] > 0 else None
     offset_us = 0
-    info = _camera_info(CameraInfo(), p["width"], p["height"], p["frame_id"])
+    width, height = node.sim.width, node.sim.height  # a recording has its sensor's size
+    info = _camera_info(CameraInfo(), width, height, p["frame_id"])
     try:
         while not node.stop_event.is_set() and node.context.ok():
             if src is not None:
@@ -207,7 +223,7 @@ def _publish_loop(node) -> None:
                     if offset_us:
                         ev = ev.copy()
                         ev["t_us"] += offset_us
-                    msg = rm.events_to_msg(ev, EventPacket(), width=p["width"], height=p["height"],
+                    msg = rm.events_to_msg(ev, EventPacket(), width=width, height=height,
                                            t0_us=item.t0_us + offset_us, t1_us=item.t1_us + offset_us)
                     msg.header.frame_id = p["frame_id"]
                     node.pub_events.publish(msg)
