@@ -76,3 +76,46 @@ class VideoWriter:
 
     def __exit__(self, exc_type, *_):
         self.close(keep=exc_type is None)
+
+
+def tracking_video(items, outputs: dict, path: str, *, gt=None, fps: float = 60.0, scale: int = 3,
+                   progress=None) -> int:
+    """Write a tracking-overlay video: for every 1/fps of sensor time, the latest APS frame,
+    the events of that interval, and each output stream's latest box (causal hold).
+
+    ``items``: the DAVIS stream (EventBatch / ApsFrame); ``outputs``: name -> (t_us[N],
+    boxes[N, 4]) in stream pixels; ``gt``: optional (t_us, boxes) drawn as ``gt``.
+    Returns the number of video frames written.
+    """
+    from .davis.frames import ApsFrame, EventBatch
+    from .events import concat_events
+
+    step = int(round(1e6 / fps))
+    streams = dict(outputs)
+    if gt is not None:
+        streams = {"gt": gt, **streams}
+
+    def held(name, t):
+        ts, bs = streams[name]
+        i = np.searchsorted(ts, t, side="right") - 1
+        return bs[i] if i >= 0 else None
+
+    aps, pending, t_next = None, [], step
+    with VideoWriter(path, fps) as video:
+        for item in items:
+            if isinstance(item, ApsFrame):
+                aps = item
+                continue
+            if not isinstance(item, EventBatch):
+                continue
+            pending.append(item.events)
+            while item.t1_us >= t_next:
+                if aps is not None:
+                    boxes = {n: b for n in streams if (b := held(n, t_next)) is not None}
+                    video.write(overlay(aps.image, concat_events(pending), boxes, scale=scale,
+                                        text=f"t={t_next / 1e6:.3f}s"))
+                pending = []
+                t_next += step
+            if progress:
+                progress(item.t1_us)
+        return video.frames

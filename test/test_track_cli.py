@@ -69,3 +69,17 @@ def test_missing_weights_and_bad_sequence_are_named(seq_and_weights, tmp_path, c
     assert main(["track", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "not an NFS sequence" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_overlay_video_has_one_frame_per_interval(seq_and_weights, tmp_path):
+    import cv2
+
+    seq, snn_w, ann_w = seq_and_weights
+    out = str(tmp_path / "o.mp4")
+    assert main(["overlay", seq, "--out", out, "--snn-weights", snn_w, "--ann-weights", ann_w,
+                 "--interp-factor", "1", "--fps", "240", "--threads", "1"]) == 0
+    cap = cv2.VideoCapture(out)
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, frame = cap.read()
+    assert ok and frame.shape == (540, 720, 3)
+    assert 18 <= n <= 23  # ~one per source frame interval (the first APS frame comes first)
