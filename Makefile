@@ -47,7 +47,7 @@ tables: setup
 	$(ENV) && dashnet tables --out out/tables
 
 bench: setup
-	$(ENV) && for b in bench/bench_*.py; do python $$b || exit 1; done
+	$(ENV) && for b in bench/bench_*.py; do python $$b || exit 1; done && python bench/summarize.py
 
 clean:
 	rm -rf build install log
