@@ -12,8 +12,11 @@ OUT = ROOT / "out" / "bench"
 
 
 def _machine(m: dict) -> str:
-    return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch threads {m.get('torch_threads', '?')}, "
-            f"load average {m.get('load_avg_1min', m.get('load_average', '?'))}")
+    cpu = m.get("cpu", m.get("cpu_model", "?"))
+    cores = m.get("cores", m.get("cpu_cores", "?"))
+    load = m.get("load_avg_1min", m.get("load_avg_1min_at_end", "?"))
+    load = f"{load:.1f}" if isinstance(load, float) else load
+    return f"{cpu}, {cores} cores, torch threads {m.get('torch_threads', '?')}, load average {load}"
 
 
 def simulator(d: dict) -> list:
