@@ -97,9 +97,12 @@ def _interp_run(args) -> int:
 
 # ----------------------------------------------------------------------------- registry
 
+from dashnet_ros.train.cli import TARGETS as _TRACKER_TARGETS  # noqa: E402 - snn, ann (argparse only)
+
 #: name -> (add_args(parser), run(args) -> exit code)
 TARGETS = {
     "interp": (_interp_args, _interp_run),
+    **_TRACKER_TARGETS,
 }
 
 

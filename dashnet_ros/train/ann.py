@@ -32,25 +32,26 @@ from .data import ANNSampler, FrameSequence, ann_sample, data_recipe, list_datas
 
 
 def add_arguments(p) -> None:
-    """Options of ``dashnet train ann``."""
-    import argparse
+    """Options of ``dashnet train ann`` (defined in :mod:`dashnet_ros.train.cli`)."""
+    from .cli import ann_args
 
-    common.add_common_arguments(p, default_steps=4000, default_batch=32, default_lr=1e-3)
-    p.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True,
-                   help="ANN-AT with the attention channel (default) or ANN-NAT (--no-attention)")
-    p.add_argument("--feedback-noise", type=float, default=0.1,
-                   help="eq. 12 std of the fed-back box's shift/scale (default 0.1)")
-    p.add_argument("--wide-noise", type=float, default=0.3,
-                   help="std for the share --p-wide of poorer fed-back boxes (default 0.3)")
-    p.add_argument("--p-wide", type=float, default=0.2, help="share of wide-noise feedback (default 0.2)")
-    p.add_argument("--p-none", type=float, default=0.1, help="share of frames without feedback (default 0.1)")
-    p.add_argument("--aps-only", action="store_true",
-                   help="train on the 30 Hz APS frames only (default: every source frame)")
+    ann_args(p)
 
 
-def preset_record(name: str, attention: bool) -> dict:
+def resolve_preset(preset) -> tuple:
+    """``(name, ANNPreset)`` for a preset name of :data:`PRESETS` or an :class:`ANNPreset`
+    (an experimental configuration, stored as ``"custom"``)."""
+    if isinstance(preset, ANNPreset):
+        return "custom", preset
+    if preset not in PRESETS:
+        raise ValueError(f"unknown ANN preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return preset, PRESETS[preset]
+
+
+def preset_record(preset, attention: bool) -> dict:
     """The preset as stored in the checkpoint, with the attention actually used."""
-    return dict(name=name, **dict(PRESETS[name].to_dict(), attention=bool(attention)))
+    name, p = resolve_preset(preset)
+    return dict(name=name, **dict(p.to_dict(), attention=bool(attention)))
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -105,19 +106,18 @@ def _sources(data):
     return seqs, {"sources": [getattr(s, "name", "?") for s in seqs], "n_files": len(seqs)}
 
 
-def train(data, out: str, preset: str = "fast", attention: bool = True, steps: int = 4000, batch: int = 32,
+def train(data, out: str, preset="fast", attention: bool = True, steps: int = 2000, batch: int = 32,
           lr: float = 1e-3, lam: float = 1e-5, seed: int = 0, resume: bool = False, device: str = "cpu",
-          threads: int = 2, feedback_noise: float = 0.1, wide_noise: float = 0.3, p_wide: float = 0.2,
+          threads: int = 1, feedback_noise: float = 0.1, wide_noise: float = 0.3, p_wide: float = 0.2,
           p_none: float = 0.1, every_frame: bool = True, ckpt_every: int = 250, pool: int = 16,
           quiet: bool = True, progress=None, eval_data=None) -> dict:
     """Train ANN-AT (``attention``) or ANN-NAT; returns ``{"step", "loss", "iou", "seconds",
-    "eval"?}``.  ``data``: a directory of dataset files or a list of :class:`FrameSequence`."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown ANN preset {preset!r}; choose one of {sorted(PRESETS)}")
+    "eval"?}``.  ``data``: a directory of dataset files or a list of :class:`FrameSequence`;
+    ``preset``: a name of :data:`PRESETS` or an :class:`ANNPreset`."""
+    name, p = resolve_preset(preset)
     if steps < 1 or batch < 1:
         raise ValueError(f"steps and batch must be >= 1, got {steps} and {batch}")
-    p = PRESETS[preset]
-    opts = dict(preset=preset, attention=bool(attention), steps=steps, batch=batch, lr=lr, lam=lam,
+    opts = dict(preset=name, attention=bool(attention), steps=steps, batch=batch, lr=lr, lam=lam,
                 feedback_noise=feedback_noise, wide_noise=wide_noise, p_wide=p_wide, p_none=p_none,
                 every_frame=every_frame, pool=pool, seed=seed)
     prec = preset_record(preset, attention)
@@ -125,7 +125,7 @@ def train(data, out: str, preset: str = "fast", attention: bool = True, steps: i
     try:
         common.seed_everything(seed)
         sources, recipe = _sources(data)
-        model = FrameTracker.from_preset(preset, attention=attention).to(d.device)
+        model = FrameTracker(p.arch, p.in_hw, attention=attention).to(d.device)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         start = common.load_for_resume(out, model, opt, "ann", opts) if resume else 0
         fwd = common.wrap(model, d)
@@ -199,3 +199,24 @@ def run(args) -> int:
         for m, r in res.get("eval", {}).items():
             print(f"  held-out feedback={m}: IoU {r['iou']:.3f} over {r['frames']} frames")
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m dashnet_ros.train.ann`` (same options as ``dashnet train ann``; handy under torchrun)."""
+    import argparse
+    import sys
+
+    from ..cli import UserError
+
+    p = argparse.ArgumentParser(prog="python -m dashnet_ros.train.ann", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"dashnet train ann: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

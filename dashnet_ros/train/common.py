@@ -13,7 +13,6 @@ per-rank seed; the global batch is ``N x --batch``.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import subprocess
@@ -28,29 +27,6 @@ from torch import nn
 from .. import __version__
 
 STATE_SUFFIX = ".state"
-
-
-def add_common_arguments(p: argparse.ArgumentParser, default_steps: int, default_batch: int,
-                         default_lr: float) -> None:
-    p.add_argument("--preset", default="fast", choices=["fast", "paper"],
-                   help="network preset (dashnet_ros.models.*.PRESETS; default fast)")
-    p.add_argument("--data", required=True, metavar="DIR",
-                   help="training dataset files (*.h5 from `dashnet dataset build scenes:A-B`, "
-                        "seeds >= 1000)")
-    p.add_argument("--out", required=True, metavar="PATH", help="model checkpoint to write")
-    p.add_argument("--steps", type=int, default=default_steps, help=f"optimiser steps (default {default_steps})")
-    p.add_argument("--batch", type=int, default=default_batch, help=f"samples per step and process (default {default_batch})")
-    p.add_argument("--lr", type=float, default=default_lr, help=f"Adam learning rate (default {default_lr:g}, cosine decay to 5%%)")
-    p.add_argument("--lam", type=float, default=1e-5, help="weight regularisation λ of eq. 4/6 (default 1e-5)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (weights and data; default 0)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT and OUT.state")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads per process (default 2)")
-    p.add_argument("--ckpt-every", type=int, default=250, help="steps between checkpoints (default 250)")
-    p.add_argument("--pool", type=int, default=16, help="sequences held in memory (default 16)")
-    p.add_argument("--eval-data", metavar="DIR", default=None,
-                   help="held-out dataset files to evaluate the final model on (JSON next to OUT)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 @dataclass

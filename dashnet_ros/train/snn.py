@@ -46,17 +46,10 @@ OPTION_KEYS = ("preset", "steps", "batch", "lr", "lam", "windows", "ref_noise", 
 
 
 def add_arguments(p) -> None:
-    """Options of ``dashnet train snn``."""
-    common.add_common_arguments(p, default_steps=6000, default_batch=32, default_lr=1e-3)
-    p.add_argument("--windows", type=int, default=12,
-                   help="output windows per training clip (BPTT length; default 12)")
-    p.add_argument("--burn-in", type=int, default=2,
-                   help="first windows of a clip without loss (state warm-up; default 2)")
-    p.add_argument("--ref-noise", type=float, default=0.1,
-                   help="eq. 12 std of the reference-box shift/scale (default 0.1)")
-    p.add_argument("--self-feed", type=float, default=0.5,
-                   help="final share of clips whose reference is the model's own last output "
-                        "(scheduled sampling; default 0.5)")
+    """Options of ``dashnet train snn`` (defined in :mod:`dashnet_ros.train.cli`)."""
+    from .cli import snn_args
+
+    snn_args(p)
 
 
 def sanitize_box(box, gt_fallback, frame_hw) -> np.ndarray:
@@ -214,9 +207,9 @@ def _sources(data, allow_heldout=False):
     return seqs, {"sources": [getattr(s, "name", "?") for s in seqs], "n_files": len(seqs)}
 
 
-def train(data, out: str, preset: str = "fast", steps: int = 6000, batch: int = 32, lr: float = 1e-3,
-          lam: float = 1e-5, seed: int = 0, resume: bool = False, device: str = "cpu", threads: int = 2,
-          windows: int = 12, burn_in: int = 2, ref_noise: float = 0.1, self_feed: float = 0.5,
+def train(data, out: str, preset: str = "fast", steps: int = 1500, batch: int = 32, lr: float = 2e-3,
+          lam: float = 1e-5, seed: int = 0, resume: bool = False, device: str = "cpu", threads: int = 1,
+          windows: int = 10, burn_in: int = 2, ref_noise: float = 0.1, self_feed: float = 0.5,
           ckpt_every: int = 250, pool: int = 16, quiet: bool = True, progress=None,
           eval_data=None) -> dict:
     """Train the SNN; returns ``{"step", "loss", "iou", "seconds", "eval"?}``.
@@ -315,3 +308,24 @@ def run(args) -> int:
                 print(f"  held-out {m}: IoU {r['iou']:.3f} (hold reference {r['iou_hold']:.3f}), "
                       f"silent {100 * r['silent_frac']:.1f}%, {r['windows']} windows")
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m dashnet_ros.train.snn`` (same options as ``dashnet train snn``; handy under torchrun)."""
+    import argparse
+    import sys
+
+    from ..cli import UserError
+
+    p = argparse.ArgumentParser(prog="python -m dashnet_ros.train.snn", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"dashnet train snn: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
