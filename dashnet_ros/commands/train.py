@@ -81,7 +81,7 @@ def _interp_run(args) -> int:
         raise UserError(str(e)) from None
     finally:
         bar.close()
-    print(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s this run)")
+    print(f"checkpoint {args.out} ({time.perf_counter() - t0:.0f} s this run)")
     if metrics:
         print(f"held-out midpoint PSNR {metrics['psnr']:.2f} dB vs linear blending "
               f"{metrics['psnr_linear']:.2f} dB ({opts.n_val} triplets)")

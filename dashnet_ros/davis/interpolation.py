@@ -233,8 +233,8 @@ def load_checkpoint(path, expect_config: Optional[Dict] = None) -> Tuple[SepConv
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"interpolation checkpoint {path} does not exist "
-                                f"(train one with: dashnet train interp --out {path})")
+        raise FileNotFoundError(f"interpolation checkpoint {path} does not exist (train one with "
+                                f"`dashnet train interp --out RUN.pt --export {path}`)")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, ...
@@ -343,6 +343,27 @@ def load_default_interpolator(path=None, device: str = "cpu") -> FCNInterpolator
     """The shipped FCN (``dashnet_ros/weights/interp.pt``), checked against this code."""
     model, _ = load_checkpoint(DEFAULT_WEIGHTS if path is None else path, expect_config=DEFAULT_CONFIG)
     return FCNInterpolator(model, device=device)
+
+
+def time_midpoints(interp, *, width: int = 240, height: int = 180, factor: int = 7,
+                   repeats: int = 20, seed: int = 0) -> Dict[str, float]:
+    """Wall-clock cost of ``interp(a, b, factor)`` on random ``height x width`` frames:
+    ``{"ms_per_call_min", "ms_per_call_median", "ms_per_frame_min", "ms_per_frame_median"}``
+    (per interpolated frame = per midpoint for the recursive FCN).  Uses the current torch
+    thread setting."""
+    rng = np.random.default_rng(seed)
+    a = rng.random((height, width), dtype=np.float32)
+    b = rng.random((height, width), dtype=np.float32)
+    interp(a, b, factor)  # warm-up
+    ts = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        interp(a, b, factor)
+        ts.append((time.perf_counter() - t0) * 1e3)
+    ts = np.asarray(ts)
+    return {"ms_per_call_min": float(ts.min()), "ms_per_call_median": float(np.median(ts)),
+            "ms_per_frame_min": float(ts.min() / factor),
+            "ms_per_frame_median": float(np.median(ts) / factor)}
 
 
 # ----------------------------------------------------------------------------- metrics
