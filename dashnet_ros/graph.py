@@ -68,6 +68,8 @@ LAUNCH_ARGS = (
     LaunchArg("ann_timeout_s", "0.5", "fuser: sensor time without ANN boxes before it publishes SNN-only boxes"),
     LaunchArg("threads", "1", "torch threads per tracker node"),
     LaunchArg("device", "cpu", "torch device of the tracker nodes: cpu, cuda, cuda:N"),
+    LaunchArg("record", "false", "record the graph's topics into a rosbag2 (MCAP) bag (the bag_recorder node)"),
+    LaunchArg("bag_path", "", "record: bag directory to create ('' = out/bags/tracking_<date>_<time>)"),
 )
 
 # Topics (absolute so every node and remapping reads the same name).
@@ -176,6 +178,18 @@ NODES = (
 )
 
 
+# Optional nodes, off unless their launch argument is set: kept apart from NODES so the
+# tracking graph itself stays what it was.  (launch/tracking.launch.py starts NODES only.)
+RECORDER = NodeSpec(
+    name="bag_recorder",
+    executable="bag_recorder",
+    params_file="bag_recorder.yaml",
+    arg_params={"path": "bag_path"},
+    enabled_by="record",
+)
+OPTIONAL_NODES = (RECORDER,)
+
+
 def launch_arg_defaults() -> dict:
     return {a.name: a.default for a in LAUNCH_ARGS}
 
@@ -205,7 +219,7 @@ def node_commands(python: str, config_dir: str, args: dict) -> list[tuple[NodeSp
                          f"(known: {', '.join(values)})")
     values.update(args)
     out = []
-    for spec in NODES:
+    for spec in NODES + OPTIONAL_NODES:
         if spec.enabled_by and not is_true(values[spec.enabled_by]):
             continue
         cmd = [python, "-m", f"{PACKAGE}.nodes.{spec.executable}", "--ros-args",
