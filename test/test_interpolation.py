@@ -115,6 +115,18 @@ def test_recursion_is_nested_and_time_ordered(shipped):
     assert fcn > lin + 1.0, (fcn, lin)
 
 
+def test_fcn_levels_blend_below(shipped):
+    a, b = _square(10.0), _square(14.0)
+    full = shipped(a, b, 7)
+    part = itp.FCNInterpolator(shipped.model, fcn_levels=2)(a, b, 7)
+    np.testing.assert_allclose(np.stack(part[1::2]), np.stack(full[1::2]), atol=1e-6)  # FCN levels
+    key = [a] + part[1::2] + [b]
+    for i in range(4):  # level 3: plain blends of the neighbouring key frames
+        np.testing.assert_allclose(part[2 * i], 0.5 * (key[i] + key[i + 1]), atol=1e-6)
+    none = itp.FCNInterpolator(shipped.model, fcn_levels=0)(a, b, 3)
+    np.testing.assert_allclose(np.stack(none), np.stack(itp.LinearInterpolator()(a, b, 3)), atol=1e-6)
+
+
 def test_linear_interpolator_exact():
     a = np.zeros((4, 5), np.float32)
     b = np.ones((4, 5), np.float32)
