@@ -44,4 +44,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m dashnet_ros.cli`: use the package's module, so that the UserError raised by
+    # the subcommands is the class main() catches (not a second copy in __main__)
+    from dashnet_ros.cli import main as _main
+
+    sys.exit(_main())

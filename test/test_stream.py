@@ -244,3 +244,14 @@ def test_bad_source_frames():
 
     with pytest.raises(ValueError, match="5x5"):
         list(DavisSimulator(WrongSize(), interp_factor=0).stream())
+
+
+def test_interpolator_auto_picks_fcn_only_for_slow_sources():
+    from dashnet_ros.davis.interpolation import FCNInterpolator
+    from dashnet_ros.davis.stream import linear_blend, resolve_interpolator
+
+    assert resolve_interpolator("auto", 240.0) is linear_blend
+    assert isinstance(resolve_interpolator("auto", 30.0), FCNInterpolator)
+    assert resolve_interpolator("linear", 30.0) is linear_blend
+    with pytest.raises(ValueError, match="interpolator must be"):
+        resolve_interpolator("cubic", 30.0)
