@@ -23,13 +23,18 @@ dashnet() { "$PY" -m dashnet_ros.cli "$@"; }
 dashnet dataset build scenes:1000-1199 --frames 240 --interpolator linear --out "$WORK/data"
 dashnet dataset build scenes:0-19 --frames 240 --interpolator linear --out "$WORK/heldout"
 
-# 2. the SNN and the two ANNs (one CPU thread each: the SNN runs beside the ANNs)
-"$PY" -m dashnet_ros.train.snn --data "$WORK/data" --out "$R/snn_fast.pt" --steps 1500 --batch 32 \
-    --windows 10 --lr 2e-3 --threads 1 --seed 0 --eval-data "$WORK/heldout" &
+# 2. the SNN and the two ANNs (one CPU thread each: the SNN runs beside the ANNs).  The
+#    shipped SNN and ANN-AT were trained in two stages (the second a --resume to a larger
+#    --steps, which restarts the cosine schedule), reproduced as such here.
+H="$WORK/heldout"
+D="$WORK/data"
+( "$PY" -m dashnet_ros.train.snn --data "$D" --out "$R/snn_fast.pt" --steps 1500 --seed 0 -q &&
+  "$PY" -m dashnet_ros.train.snn --data "$D" --out "$R/snn_fast.pt" --steps 2500 --seed 0 --resume \
+      --eval-data "$H" ) &
 SNN=$!
-"$PY" -m dashnet_ros.train.ann --data "$WORK/data" --out "$R/ann_fast.pt" --steps 2000 --batch 32 \
-    --threads 1 --seed 0 --eval-data "$WORK/heldout"
-"$PY" -m dashnet_ros.train.ann --no-attention --data "$WORK/data" --out "$R/ann_nat_fast.pt" --steps 1500 \
-    --batch 32 --threads 1 --seed 0 --eval-data "$WORK/heldout"
+"$PY" -m dashnet_ros.train.ann --data "$D" --out "$R/ann_fast.pt" --steps 2000 --seed 0 -q
+"$PY" -m dashnet_ros.train.ann --data "$D" --out "$R/ann_fast.pt" --steps 4000 --seed 0 --resume --eval-data "$H"
+"$PY" -m dashnet_ros.train.ann --no-attention --data "$D" --out "$R/ann_nat_fast.pt" --steps 1500 --seed 0 \
+    --eval-data "$H"
 wait $SNN
 cp "$R/snn_fast.pt" "$R/ann_fast.pt" "$R/ann_nat_fast.pt" "$W/"

@@ -134,9 +134,11 @@ def run_windows(model, seqs: Sequence[EventSequence], preset: SNNPreset, mode: s
     noisy ground truth box every ``anchor_every_us`` (a stand-in for the 30 Hz ANN
     corrections through the TCF); ``"closed"`` -- SNN-origin: only the first window's
     reference comes from the ground truth.  Returns the mean IoU of the window outputs with
-    the ground truth at the window ends (``iou``), the same for the reference boxes held
-    (``iou_hold``: what a tracker that never moves would score), the fraction of silent
-    windows and the number of scored windows.
+    the ground truth at the window ends (``iou``), the same for each window's reference box
+    (``iou_hold``: the output had the window not moved it), for the last ground-truth-made
+    reference held ever since (``iou_zoh``: zero-order hold of the anchors, what the
+    tracker scores without the SNN), the fraction of silent windows and the number of
+    scored windows.
     """
     if mode not in ("noisy", "anchored", "closed"):
         raise ValueError(f"unknown evaluation mode {mode!r}")
@@ -151,7 +153,8 @@ def run_windows(model, seqs: Sequence[EventSequence], preset: SNNPreset, mode: s
     model.eval()
     model.reset_state()
     ref = [None] * len(seqs)
-    score, hold, silent_n, count = [], [], 0, 0
+    zoh = [None] * len(seqs)
+    score, hold, zscore, silent_n, count = [], [], [], 0, 0
     anchor_k = max(1, int(round(anchor_every_us / w_us)))
     for k in range(n):
         xs, regs, gts1 = [], [], []
@@ -161,9 +164,10 @@ def run_windows(model, seqs: Sequence[EventSequence], preset: SNNPreset, mode: s
             fresh = (mode == "noisy" or ref[i] is None or (mode == "anchored" and k % anchor_k == 0))
             if fresh and valid_box(g0):
                 ref[i] = perturb(g0, rng, ref_noise) if (mode == "noisy" or k > 0) else g0.copy()
+                zoh[i] = ref[i]
             if ref[i] is None:  # target not in view yet: look at the frame centre
                 h, w = s.frame_hw
-                ref[i] = np.array([w / 2 - 10, h / 2 - 10, 20, 20], np.float32)
+                ref[i] = zoh[i] = np.array([w / 2 - 10, h / 2 - 10, 20, 20], np.float32)
             x, r = snn_window_input(s.events_between(a, a + w_us), a, a + w_us, ref[i], preset, s.frame_hw)
             xs.append(x), regs.append(r), gts1.append(g1)
         out = model.step_window(torch.from_numpy(np.stack(xs))).numpy()
@@ -176,6 +180,7 @@ def run_windows(model, seqs: Sequence[EventSequence], preset: SNNPreset, mode: s
         if ok.any():
             score.append(iou(pred[ok], gts1[ok]))
             hold.append(iou(refs[ok], gts1[ok]))
+            zscore.append(iou(np.stack(zoh)[ok], gts1[ok]))
             silent_n += int(sil[ok].sum())
             count += int(ok.sum())
         if mode != "noisy":
@@ -186,7 +191,7 @@ def run_windows(model, seqs: Sequence[EventSequence], preset: SNNPreset, mode: s
     if not count:
         raise ValueError("no window with the target in view to score")
     return {"iou": float(np.concatenate(score).mean()), "iou_hold": float(np.concatenate(hold).mean()),
-            "silent_frac": silent_n / count, "windows": count}
+            "iou_zoh": float(np.concatenate(zscore).mean()), "silent_frac": silent_n / count, "windows": count}
 
 
 def evaluate(model, seqs: Sequence[EventSequence], preset: SNNPreset, max_windows: Optional[int] = None,
@@ -305,8 +310,8 @@ def run(args) -> int:
               f"train IoU {res['iou']:.3f} -> {args.out}")
         if "eval" in res:
             for m, r in res["eval"].items():
-                print(f"  held-out {m}: IoU {r['iou']:.3f} (hold reference {r['iou_hold']:.3f}), "
-                      f"silent {100 * r['silent_frac']:.1f}%, {r['windows']} windows")
+                print(f"  held-out {m}: IoU {r['iou']:.3f} (reference {r['iou_hold']:.3f}, zero-order "
+                      f"hold {r['iou_zoh']:.3f}), silent {100 * r['silent_frac']:.1f}%, {r['windows']} windows")
     return 0
 
 
