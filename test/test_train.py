@@ -216,7 +216,7 @@ import torch
 from dashnet_ros.train import ann
 res = ann.train(sys.argv[1], sys.argv[2], steps=2, batch=2, threads=1, pool=2, every_frame=False)
 with open(sys.argv[2] + f".rank{os.environ['RANK']}", "w") as fh:
-    json.dump({"world": int(os.environ["WORLD_SIZE"]), "step": res["step"]}, fh)
+    json.dump({"world": res["world"], "step": res["step"], "sum": res["param_checksum"]}, fh)
 """
 
 
@@ -226,14 +226,19 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     script.write_text(DDP_SCRIPT)
     out = str(tmp_path / "ddp.pt")
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", str(29500 + os.getpid() % 1000), str(script), str(good), out],
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(script), str(good), out],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
+    ranks = []
     for rank in (0, 1):
         with open(f"{out}.rank{rank}") as fh:
-            assert json.load(fh) == {"world": 2, "step": 2}
-    _, cfg = load_checkpoint(out, kind="ann")
+            ranks.append(json.load(fh))
+    assert [(r["world"], r["step"]) for r in ranks] == [(2, 2), (2, 2)]
+    # DDP averaged the gradients: both replicas hold the same weights, the ones rank 0 saved
+    assert ranks[0]["sum"] == pytest.approx(ranks[1]["sum"], rel=1e-9, abs=1e-9)
+    saved, cfg = load_checkpoint(out, kind="ann")
+    assert common.param_checksum(saved) == pytest.approx(ranks[0]["sum"], rel=1e-9, abs=1e-9)
     assert cfg["data_recipe"]["train"]["step"] == 2
 
 

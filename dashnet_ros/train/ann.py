@@ -165,7 +165,8 @@ def train(data, out: str, preset="fast", attention: bool = True, steps: int = 20
             step = steps
         finally:
             bar.close()
-        result = {"step": step, "loss": ema, "iou": ema_iou, "seconds": time.monotonic() - t_begin}
+        result = {"step": step, "loss": ema, "iou": ema_iou, "seconds": time.monotonic() - t_begin,
+                  "world": d.world, "param_checksum": common.param_checksum(model)}
         if d.main:
             common.save(out, model, opt, step, prec, recipe, seed, opts, final=True)
             if eval_data is not None:

@@ -104,6 +104,12 @@ def lr_at(step: int, total: int, base: float, warmup: int = 100, floor: float = 
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * f)))
 
 
+def param_checksum(model: nn.Module) -> float:
+    """Sum of all parameters (float64): equal on every rank when the replicas agree."""
+    with torch.no_grad():
+        return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+
 def code_version() -> str:
     """Package version plus the git commit of the source tree when there is one."""
     here = os.path.dirname(os.path.abspath(__file__))
