@@ -18,9 +18,8 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -178,10 +177,6 @@ def load_for_resume(out: str, model: nn.Module, optimizer, kind: str, options: d
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     return int(state["step"])
-
-
-def options_of(args, keys) -> Dict[str, Any]:
-    return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 
 def make_bar(total: int, initial: int, desc: str, disable: bool):

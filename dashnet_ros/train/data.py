@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import logging
 import os
 import re
@@ -39,7 +38,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..boxes import interpolate_track
-from ..events import EVENT_DTYPE, concat_events, empty_events
+from ..events import concat_events
 from ..fusion.attention import noisy_box
 from ..models.ann import ANNPreset, frame_input
 from ..models.arch import box_to_region_norm, full_region, search_region
