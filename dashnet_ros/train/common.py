@@ -18,7 +18,6 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict
 
 import torch
 from torch import nn
