@@ -15,7 +15,7 @@ import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.serialization import deserialize_message, serialize_message
+from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 
 from dashnet_ros import graph
@@ -311,12 +311,12 @@ def weight_args(tmp_path_factory):
 def test_closed_replay_is_deterministic_and_runs_the_graph_at_sensor_rates(sensor_bag, weight_args):
     a = bags.replay_deterministic(sensor_bag, mode="closed", launch_args=weight_args)
     b = bags.replay_deterministic(sensor_bag, mode="closed", launch_args=weight_args)
-    snn, fused, ann = (bags.box_track(a[t]) for t in (graph.TOPIC_SNN_BOX, graph.TOPIC_FUSED_BOX, graph.TOPIC_ANN_BOX))
+    snn, fused, ann = (bags.box_track(a[t]) for t in (bags.SNN_TOPIC, bags.FUSED_TOPIC, graph.TOPIC_ANN_BOX))
     assert len(snn[0]) > 250 and np.all(np.diff(snn[0]) == 480)            # one box per 480 us window
     assert np.array_equal(fused[0], snn[0])                                 # one fused box per SNN box
     assert np.all(fused[2] < 1.0)                                           # the ANN was fused in (w < 1)
     assert len(ann[0]) == 5 and np.allclose(np.diff(ann[0]), 1e6 / 30, atol=1)   # APS 30 Hz
-    for t in (graph.TOPIC_SNN_BOX, graph.TOPIC_ANN_BOX, graph.TOPIC_FUSED_BOX):
+    for t in (bags.SNN_TOPIC, graph.TOPIC_ANN_BOX, bags.FUSED_TOPIC, graph.TOPIC_FUSED_BOX):
         assert a[t] == b[t]                                                 # bit-identical messages
 
 
@@ -326,13 +326,13 @@ def test_forced_replay_reproduces_a_recording_exactly(sensor_bag, weight_args, t
     log = []
     bags.replay_deterministic(sensor_bag, mode="closed", launch_args=weight_args,
                               trace=lambda t, m: log.append((t, m)))   # every delivery in order
-    wanted = set(bags.SENSOR_TOPICS) | {graph.TOPIC_SNN_BOX, graph.TOPIC_ANN_BOX, graph.TOPIC_FUSED_BOX}
+    wanted = set(bags.SENSOR_TOPICS) | {bags.SNN_TOPIC, graph.TOPIC_ANN_BOX, bags.FUSED_TOPIC, graph.TOPIC_FUSED_BOX}
     rec = str(tmp_path / "recording")
     with bags.BagWriter(rec) as w:
         for i, (t, m) in enumerate(log):
             if t in wanted:
                 w.write_msg(t, 1_000_000 + i, m, bags.GRAPH_TOPICS[t])
     out = bags.replay_deterministic(rec, mode="forced", launch_args=weight_args)
-    for t in (graph.TOPIC_SNN_BOX, graph.TOPIC_ANN_BOX, graph.TOPIC_FUSED_BOX):
+    for t in (bags.SNN_TOPIC, graph.TOPIC_ANN_BOX, bags.FUSED_TOPIC):
         c = bags.compare_tracks(bags.boxes_of(rec, t), bags.box_track(out[t]))
         assert c["exact"] == 1.0 and c["only_ref"] == 0 and c["only_other"] == 0 and c["matched"] > 0, (t, c)

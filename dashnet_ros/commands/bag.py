@@ -168,7 +168,7 @@ def run_replay(args) -> int:
         except (ValueError, FileNotFoundError) as e:
             raise UserError(str(e)) from None
     report = {"bag": info["path"], "mode": args.mode, "topics": {}}
-    for topic in (bags.graph.TOPIC_SNN_BOX, bags.graph.TOPIC_ANN_BOX, bags.graph.TOPIC_FUSED_BOX):
+    for topic in dict.fromkeys((bags.SNN_TOPIC, bags.graph.TOPIC_ANN_BOX, bags.FUSED_TOPIC, bags.graph.TOPIC_FUSED_BOX)):
         mine = bags.box_track(out.get(topic, []))
         entry = {"replayed": int(len(mine[0]))}
         if topic in info["topics"]:
@@ -176,7 +176,8 @@ def run_replay(args) -> int:
         report["topics"][topic] = entry
         if "matched" in entry:
             print(f"{topic}: {entry['replayed']} boxes, {entry['matched']} stamps also recorded: "
-                  f"{100 * entry['exact']:.1f}% identical, mean IoU {entry['mean_iou']:.4f}, "
+                  f"{100 * entry['exact']:.1f}% identical (the first {entry['identical_prefix']} all), "
+                  f"mean IoU {entry['mean_iou']:.4f}, "
                   f"max difference {entry['max_abs_px']:.3g} px")
         else:
             print(f"{topic}: {entry['replayed']} boxes (none recorded)")

@@ -46,22 +46,33 @@ MSG_PACKAGE = graph.PACKAGE
 # The graph's topics and their types (the default set recorded by the demo and the
 # recorder node).  The world camera (/world/image_raw, 240 fps) is left out by default:
 # the DAVIS stream made from it (events + APS) is what the trackers see.
+# Where the graph publishes its SNN and fused boxes as arrays (one TrackedBoxArray per event
+# packet), those are recorded, and the single-box SNN topic is not (subscribing to it makes
+# the SNN node publish a message per window); /dashnet/fused_box (the feedback) always is.
+SNN_BOXES_TOPIC = getattr(graph, "TOPIC_SNN_BOXES", None)
+FUSED_BOXES_TOPIC = getattr(graph, "TOPIC_FUSED_BOXES", None)
+_BOX = "dashnet_ros/msg/TrackedBox"
+_BOXES = "dashnet_ros/msg/TrackedBoxArray"
 GRAPH_TOPICS = {
     graph.TOPIC_EVENTS: "dashnet_ros/msg/EventPacket",
     graph.TOPIC_IMAGE: "sensor_msgs/msg/Image",
     graph.TOPIC_CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
-    graph.TOPIC_GROUND_TRUTH: "dashnet_ros/msg/TrackedBox",
-    graph.TOPIC_SNN_BOX: "dashnet_ros/msg/TrackedBox",
-    graph.TOPIC_ANN_BOX: "dashnet_ros/msg/TrackedBox",
-    graph.TOPIC_FUSED_BOX: "dashnet_ros/msg/TrackedBox",
+    graph.TOPIC_GROUND_TRUTH: _BOX,
+    **({SNN_BOXES_TOPIC: _BOXES} if SNN_BOXES_TOPIC else {graph.TOPIC_SNN_BOX: _BOX}),
+    graph.TOPIC_ANN_BOX: _BOX,
+    graph.TOPIC_FUSED_BOX: _BOX,
+    **({FUSED_BOXES_TOPIC: _BOXES} if FUSED_BOXES_TOPIC else {}),
     graph.TOPIC_DECISION: "std_msgs/msg/String",
     graph.TOPIC_CMD_VEL: "geometry_msgs/msg/Twist",
-    graph.TOPIC_WORLD_GROUND_TRUTH: "dashnet_ros/msg/TrackedBox",
+    graph.TOPIC_WORLD_GROUND_TRUTH: _BOX,
     graph.TOPIC_WORLD_DISTANCE: "std_msgs/msg/Float32",
     graph.TOPIC_WORLD_CAUGHT: "std_msgs/msg/Bool",
     graph.TOPIC_DIAGNOSTICS: "diagnostic_msgs/msg/DiagnosticArray",
 }
-OPTIONAL_TOPICS = {graph.TOPIC_WORLD_IMAGE: "sensor_msgs/msg/Image"}
+OPTIONAL_TOPICS = {graph.TOPIC_WORLD_IMAGE: "sensor_msgs/msg/Image", graph.TOPIC_SNN_BOX: _BOX}
+# every SNN / fused box: the array topic where the graph has one, else the single-box topic
+SNN_TOPIC = SNN_BOXES_TOPIC or graph.TOPIC_SNN_BOX
+FUSED_TOPIC = FUSED_BOXES_TOPIC or graph.TOPIC_FUSED_BOX
 # What a DAVIS camera (or the simulator) publishes: the input side of the tracking graph.
 SENSOR_TOPICS = (graph.TOPIC_EVENTS, graph.TOPIC_IMAGE, graph.TOPIC_CAMERA_INFO, graph.TOPIC_GROUND_TRUTH)
 # Topics published with sensor-data QoS (best effort) in the graph.
@@ -314,8 +325,8 @@ def to_rclpy(m: BagMessage):
 
 
 def boxes_of(path: str, topic: str):
-    """``(t_us[N] int64, boxes[N, 4] float32, score[N] float32)`` of a TrackedBox topic in
-    the order recorded (invalid boxes NaN); needs no rclpy."""
+    """``(t_us[N] int64, boxes[N, 4] float32, score[N] float32)`` of a TrackedBox or
+    TrackedBoxArray topic in the order recorded (invalid boxes NaN); needs no rclpy."""
     return box_track(deserialize(m) for m in read_bag(path, [topic]))
 
 
@@ -455,6 +466,10 @@ class _Wire:
         for n in nodes:
             for p in n.publishers:
                 p.publish = self._sender(p.topic_name)
+                # nodes that publish some outputs only while someone listens (the per-window
+                # single boxes, the fused arrays) publish all of them here: pure outputs, the
+                # nodes' state does not depend on it
+                p.get_subscription_count = lambda: 1
 
     def _sender(self, topic):
         def publish(msg):
@@ -531,9 +546,9 @@ def replay_deterministic(path: str, *, mode: str = "closed", launch_args: Option
         subscribed = {s.topic_name for n in built for s in n.subscriptions}
         # the ground truth is subscribed only until the first box arrives (InitialBox)
         subscribed.add(graph.TOPIC_GROUND_TRUTH)
+        info = bag_info(path)
         wire = _Wire(built, deliver_outputs=(mode == "closed"), trace=trace)
         produced = {p.topic_name for n in built for p in n.publishers}
-        info = bag_info(path)
         if mode == "closed":
             feed = [t for t in info["topics"] if t in subscribed and t not in produced]
         else:
@@ -552,11 +567,12 @@ def replay_deterministic(path: str, *, mode: str = "closed", launch_args: Option
 
 
 def box_track(msgs) -> tuple:
-    """``(t_us[N], boxes[N, 4], score[N])`` from TrackedBox messages (invalid -> NaN)."""
+    """``(t_us[N], boxes[N, 4], score[N])`` from TrackedBox (or TrackedBoxArray: flattened)
+    messages, rclpy or rosbags ones (invalid -> NaN)."""
     from .ros_msgs import msg_to_box
 
     t, b, s = [], [], []
-    for m in msgs:
+    for m in (x for msg in msgs for x in (msg.boxes if hasattr(msg, "boxes") else (msg,))):
         tt, box = msg_to_box(m)
         t.append(tt)
         b.append(box)
@@ -566,7 +582,8 @@ def box_track(msgs) -> tuple:
 
 def compare_tracks(ref, other) -> dict:
     """Agreement of two box tracks ``(t_us, boxes[, score])`` on their common stamps:
-    ``matched`` stamps, ``exact`` fraction (boxes bitwise equal, NaN = NaN), ``mean_iou``,
+    ``matched`` stamps, ``exact`` fraction (boxes bitwise equal, NaN = NaN),
+    ``identical_prefix`` (common stamps before the first difference), ``mean_iou``,
     ``max_abs_px`` and the stamps only one side has."""
     from ..boxes import iou
 
@@ -578,15 +595,18 @@ def compare_tracks(ref, other) -> dict:
     common, j1, j2 = np.intersect1d(t1[i1], t2[i2], return_indices=True)
     a, b = b1[i1][j1], b2[i2][j2]
     if len(common) == 0:
-        return {"matched": 0, "exact": 0.0, "mean_iou": float("nan"), "max_abs_px": float("nan"),
+        return {"matched": 0, "exact": 0.0, "identical_prefix": 0, "mean_iou": float("nan"),
+                "max_abs_px": float("nan"),
                 "only_ref": int(len(i1)), "only_other": int(len(i2))}
     same = np.all((a == b) | (np.isnan(a) & np.isnan(b)), axis=1)
+    first_diff = int(np.argmin(same)) if not same.all() else len(same)
     ok = np.all(np.isfinite(a), axis=1) & np.all(np.isfinite(b), axis=1)
     ious = iou(a[ok], b[ok])
     diff = np.abs(a[ok] - b[ok])
     return {
         "matched": int(len(common)),
         "exact": float(same.mean()),
+        "identical_prefix": first_diff,
         "mean_iou": float(ious.mean()) if len(ious) else float("nan"),
         "max_abs_px": float(diff.max()) if diff.size else 0.0,
         "only_ref": int(len(i1) - len(common)),
