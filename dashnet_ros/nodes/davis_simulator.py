@@ -196,8 +196,6 @@ def _publish_loop(node) -> None:
     pacer = Pacer(p["realtime_factor"] if src is None else 0.0)
     end_us = int(p["duration_s"] * 1e6) if p["duration_s"] > 0 else None
     offset_us = 0
-    width, height = node.sim.width, node.sim.height  # a recording has its sensor's size
-    info = _camera_info(CameraInfo(), width, height, p["frame_id"])
     try:
         while not node.stop_event.is_set() and node.context.ok():
             if src is not None:
@@ -208,6 +206,10 @@ def _publish_loop(node) -> None:
                 if node.sim is not None:
                     node.get_logger().warning(f"{node.topic}: frame time went backwards; restarting the simulator")
                 node.sim = make_simulator(p, src)
+            # the size is known once the simulator exists (a topic source: from its first frame;
+            # a recording: its sensor's)
+            width, height = node.sim.width, node.sim.height
+            info = _camera_info(CameraInfo(), width, height, p["frame_id"])
             last_us = 0
             for item in node.sim.stream():
                 if node.stop_event.is_set() or not node.context.ok():
