@@ -7,12 +7,20 @@ overrides and remappings.
 
 The tracking graph (paper Fig. 2)::
 
-    davis ──/davis/events──────► snn_tracker ──/dashnet/snn_box──┐
-      │   ──/davis/image_raw───► ann_tracker ──/dashnet/ann_box──┤
-      │   ──/davis/ground_truth► snn/ann_tracker (first box only) ▼
+    davis ──/davis/events──────► snn_tracker ──/dashnet/snn_boxes──┐
+      │   ──/davis/image_raw───► ann_tracker ──/dashnet/ann_box────┤
+      │   ──/davis/ground_truth► snn/ann_tracker (first box only)  ▼
       │                                                        fuser ──/dashnet/fused_box──► steering ──/cmd_vel
-      │           /dashnet/fused_box ──► snn_tracker (search region), ann_tracker (attention, eq. 10)
+      │                                                              ──/dashnet/fused_boxes (every box)
+      │           /dashnet/fused_boxes ──► snn_tracker (search region)
+      │           /dashnet/fused_box ──► ann_tracker (attention, eq. 10)
+
     closed_loop:=true:  world ──/world/image_raw, /world/ground_truth──► davis;  /cmd_vel ──► world
+
+Box arrays (``TrackedBoxArray``) carry every SNN / fused box, one message per event packet;
+the single-box ``/dashnet/snn_box`` is published only while subscribed, ``/dashnet/fused_box``
+carries the newest fused box at most every 5 ms of sensor time (the fuser's
+``single_output``/``single_period_ms``).
 
 Open loop (default) the simulator reads ``source`` itself ('world' = the same arena with
 a built-in pursuit controller); closed loop the ``world`` node runs the arena from
@@ -67,6 +75,8 @@ LAUNCH_ARGS = (
     LaunchArg("follow_fused", "true", "SNN search region follows the fused box (SNN-hybrid); false = its own output"),
     LaunchArg("ann_timeout_s", "0.5", "fuser: sensor time without ANN boxes before it publishes SNN-only boxes"),
     LaunchArg("threads", "1", "torch threads per tracker node"),
+    LaunchArg("snn_windows_per_call", "1", "SNN windows per network call (those an event packet completes "
+                                           "run together up to this many)"),
     LaunchArg("device", "cpu", "torch device of the tracker nodes: cpu, cuda, cuda:N"),
     LaunchArg("record", "false", "record the graph's topics into a rosbag2 (MCAP) bag (the bag_recorder node)"),
     LaunchArg("bag_path", "", "record: bag directory to create ('' = out/bags/tracking_<date>_<time>)"),
@@ -78,8 +88,10 @@ TOPIC_IMAGE = "/davis/image_raw"
 TOPIC_CAMERA_INFO = "/davis/camera_info"
 TOPIC_GROUND_TRUTH = "/davis/ground_truth"
 TOPIC_SNN_BOX = "/dashnet/snn_box"
+TOPIC_SNN_BOXES = "/dashnet/snn_boxes"      # TrackedBoxArray, one per event packet
 TOPIC_ANN_BOX = "/dashnet/ann_box"
 TOPIC_FUSED_BOX = "/dashnet/fused_box"
+TOPIC_FUSED_BOXES = "/dashnet/fused_boxes"  # TrackedBoxArray, every fused box
 TOPIC_DECISION = "/dashnet/steering_decision"
 TOPIC_CMD_VEL = "/cmd_vel"
 TOPIC_WORLD_IMAGE = "/world/image_raw"
@@ -129,12 +141,14 @@ NODES = (
         executable="snn_tracker",
         params_file="snn_tracker.yaml",
         arg_params={"weights": "snn_weights", "follow_fused": "follow_fused", "threads": "threads",
-                    "device": "device"},
+                    "device": "device", "windows_per_call": "snn_windows_per_call"},
         remappings=(
             ("~/events", TOPIC_EVENTS),
             ("~/fused_box", TOPIC_FUSED_BOX),
+            ("~/fused_boxes", TOPIC_FUSED_BOXES),
             ("~/ground_truth", TOPIC_GROUND_TRUTH),
             ("~/box", TOPIC_SNN_BOX),
+            ("~/boxes", TOPIC_SNN_BOXES),
         ),
         enabled_by="tracking",
     ),
@@ -158,8 +172,10 @@ NODES = (
         arg_params={"aps_rate_hz": "aps_rate_hz", "ann_timeout_s": "ann_timeout_s"},
         remappings=(
             ("~/snn_box", TOPIC_SNN_BOX),
+            ("~/snn_boxes", TOPIC_SNN_BOXES),
             ("~/ann_box", TOPIC_ANN_BOX),
             ("~/fused_box", TOPIC_FUSED_BOX),
+            ("~/fused_boxes", TOPIC_FUSED_BOXES),
         ),
         enabled_by="tracking",
     ),

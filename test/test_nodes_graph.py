@@ -26,7 +26,7 @@ from std_msgs.msg import Float32, String
 
 from dashnet_ros import graph
 from dashnet_ros.commands import launch
-from dashnet_ros.msg import EventPacket, TrackedBox
+from dashnet_ros.msg import EventPacket, TrackedBox, TrackedBoxArray
 from dashnet_ros.nodes.common import sensor_qos
 from dashnet_ros.tracking import default_weights
 
@@ -42,11 +42,14 @@ class Probe:
 
     def __init__(self, ctx):
         self.node = Node("graph_probe", context=ctx)
-        self.got = {k: [] for k in ("snn", "ann", "fused", "cmd", "decision", "events", "distance", "diag", "gt")}
+        self.got = {k: [] for k in ("snn", "ann", "fused", "fused_single", "cmd", "decision", "events", "distance",
+                                    "diag", "gt")}
         n, g = self.node, self.got
-        n.create_subscription(TrackedBox, graph.TOPIC_SNN_BOX, g["snn"].append, 500)
+        # SNN and fused boxes come as arrays (one per event packet): flattened here, one entry per box
+        n.create_subscription(TrackedBoxArray, graph.TOPIC_SNN_BOXES, lambda m: g["snn"].extend(m.boxes), 500)
         n.create_subscription(TrackedBox, graph.TOPIC_ANN_BOX, g["ann"].append, 100)
-        n.create_subscription(TrackedBox, graph.TOPIC_FUSED_BOX, g["fused"].append, 500)
+        n.create_subscription(TrackedBoxArray, graph.TOPIC_FUSED_BOXES, lambda m: g["fused"].extend(m.boxes), 500)
+        n.create_subscription(TrackedBox, graph.TOPIC_FUSED_BOX, g["fused_single"].append, 500)
         n.create_subscription(Twist, graph.TOPIC_CMD_VEL, g["cmd"].append, 100)
         n.create_subscription(String, graph.TOPIC_DECISION, g["decision"].append, 100)
         n.create_subscription(EventPacket, graph.TOPIC_EVENTS, g["events"].append, sensor_qos(depth=500))
@@ -132,6 +135,11 @@ def test_closed_loop_flows_at_sensor_rates(running_graph):
     inside = t_fused[(t_fused >= t_snn[0]) & (t_fused <= t_snn[-1])]
     assert len(inside) > 100 and set(inside) <= set(t_snn)
     assert all(m.source == TrackedBox.SOURCE_FUSED for m in got["fused"])
+    # the single-box topic (attention feedback, steering): the newest fused box, at most every 5 ms
+    t_single = np.array([us(m) for m in got["fused_single"]])
+    t_single = t_single[(t_single >= t_fused[0]) & (t_single <= t_fused[-1])]
+    assert len(t_single) > 10 and set(t_single) <= set(t_fused)
+    assert np.all(np.diff(t_single) >= 5000) and np.all(np.diff(t_single) < 5000 + 3 * 1000)
     # ANN: one box per APS frame, 30 Hz of sensor time
     t_ann = np.array([us(m) for m in got["ann"]])
     d = np.diff(t_ann)

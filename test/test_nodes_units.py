@@ -20,7 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, Float32, String
 
 from dashnet_ros.io import ros_msgs as rm
-from dashnet_ros.msg import EventPacket, TrackedBox
+from dashnet_ros.msg import EventPacket, TrackedBox, TrackedBoxArray
 from dashnet_ros.nodes.common import ParameterError, sensor_qos
 
 
@@ -225,7 +225,7 @@ def test_snn_search_region_follows_new_fused_boxes(h, weights):
     from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
 
     node = h.add(SNNTrackerNode, weights=weights["snn"], init_box=[100.0, 70.0, 40.0, 40.0],
-                 fused_max_age_ms=1.0)
+                 fused_max_age_ms=1.0, fused_input="single")
     refs = []
     step = node.runner.step
 
@@ -264,7 +264,7 @@ def test_snn_origin_ignores_fused_boxes(h, weights):
     from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
 
     node = h.add(SNNTrackerNode, weights=weights["snn"], init_box=[100.0, 70.0, 40.0, 40.0], follow_fused=False,
-                 windows_per_call=2)
+                 windows_per_call=2, fused_input="single")
     pub = h.pub(EventPacket, "/snn_tracker/events", sensor_qos())
     fused = h.pub(TrackedBox, "/snn_tracker/fused_box", 100)
     out = h.sub(TrackedBox, "/snn_tracker/box")
@@ -277,6 +277,70 @@ def test_snn_origin_ignores_fused_boxes(h, weights):
     assert h.spin(3, until=lambda: len(out) >= 4)
     assert not np.allclose(node.runner.reference, [20.0, 30.0, 16.0, 24.0])
     assert np.all(np.diff([us(m) for m in out]) == 480)   # two windows per call, still one box each
+
+
+def test_snn_tracker_publishes_one_array_per_packet_and_singles_only_when_subscribed(h, weights):
+    from dashnet_ros.nodes.snn_tracker import DIAG_NAME, SNNTrackerNode
+
+    node = h.add(SNNTrackerNode, weights=weights["snn"], init_box=[100.0, 70.0, 40.0, 40.0], windows_per_call=3,
+                 diagnostics_period_s=0.2)
+    singles_published = []
+    publish = node.pub.publish
+    node.pub.publish = lambda m: (singles_published.append(m), publish(m))
+    pub = h.pub(EventPacket, "/snn_tracker/events", sensor_qos())
+    arrays = h.sub(TrackedBoxArray, "/snn_tracker/boxes")
+    diag = h.sub(DiagnosticArray, "/diagnostics", 20)
+    h.connect(pub)
+    for k in range(4):
+        pub.publish(packet(k * 1000, (k + 1) * 1000))
+    assert h.spin(5, until=lambda: len(arrays) == 4)
+    assert singles_published == []                          # nobody subscribed to ~/box: no single boxes
+    t = np.array([us(b) for a in arrays for b in a.boxes])
+    first = packet(0, 1000).time_base_us
+    assert t[0] == first + 480 and np.all(np.diff(t) == 480) and t[-1] <= 4000
+    for a in arrays:                                        # the windows each packet completed, stamped
+        assert 1 <= len(a.boxes) <= 3 and us(a) == us(a.boxes[-1]) and a.header.frame_id == "davis"
+        assert all(b.source == TrackedBox.SOURCE_SNN for b in a.boxes)
+    # with a subscriber the same boxes also come one per message
+    singles = h.sub(TrackedBox, "/snn_tracker/box")
+    assert h.spin(3, until=lambda: node.pub.get_subscription_count() == 1)
+    for k in range(4, 6):
+        pub.publish(packet(k * 1000, (k + 1) * 1000))
+    assert h.spin(5, until=lambda: len(arrays) == 6 and len(singles) == sum(len(a.boxes) for a in arrays[4:]))
+    assert [us(m) for m in singles] == [us(b) for a in arrays[4:] for b in a.boxes]
+    # the counters on /diagnostics
+    assert h.spin(3, until=lambda: any(s.name == DIAG_NAME and dict((v.key, v.value) for v in s.values)["packets"] == "6"
+                                       for d in diag for s in d.status))
+    st = [s for d in diag for s in d.status if s.name == DIAG_NAME][-1]
+    values = {v.key: v.value for v in st.values}
+    assert values["windows"] == str(len(t) + len(singles)) and values["last_end_us"] == "6000"
+    assert int(values["calls"]) <= 6 and values["bad_packets"] == "0"
+
+
+def test_snn_follows_the_newest_usable_box_of_fused_arrays(h, weights):
+    from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
+
+    node = h.add(SNNTrackerNode, weights=weights["snn"], init_box=[100.0, 70.0, 40.0, 40.0])
+    refs = []
+    step = node.runner.step
+    node.runner.step = lambda k=1: (refs.append(node.runner.reference.copy()), step(k))[1]
+    pub = h.pub(EventPacket, "/snn_tracker/events", sensor_qos())
+    fused = h.pub(TrackedBoxArray, "/snn_tracker/fused_boxes", 100)
+    out = h.sub(TrackedBoxArray, "/snn_tracker/boxes")
+    h.connect(pub, fused)
+    pub.publish(packet(0, 1000))
+    assert h.spin(3, until=lambda: len(out) == 1)
+    t = us(out[-1].boxes[-1])
+    arr = TrackedBoxArray()
+    arr.boxes = [box_msg(t - 480, [10.0, 10.0, 16.0, 16.0]), box_msg(t, [20.0, 30.0, 16.0, 24.0]),
+                 box_msg(t, [np.nan] * 4, malformed=True)]
+    fused.publish(arr)
+    assert h.spin(3, until=lambda: node.fused_new)
+    assert node.warn.counts["bad_fused"] == 1
+    n = len(refs)
+    pub.publish(packet(1000, 2000))
+    assert h.spin(3, until=lambda: len(refs) > n)
+    assert np.allclose(refs[n], [20.0, 30.0, 16.0, 24.0])   # the newest valid one, not the older
 
 
 def test_tracker_nodes_refuse_missing_weights_and_bad_parameters(h, tmp_path):
@@ -374,7 +438,7 @@ def test_ann_tracker_starts_from_the_first_ground_truth_box(h, weights):
 def test_fuser_blends_falls_back_to_snn_only_and_reports_it(h):
     from dashnet_ros.nodes.fuser import DIAG_NAME, FuserNode
 
-    node = h.add(FuserNode, ann_timeout_s=0.05)
+    node = h.add(FuserNode, ann_timeout_s=0.05, snn_input="single", single_output="all")
     snn = h.pub(TrackedBox, "/fuser/snn_box", 100)
     ann = h.pub(TrackedBox, "/fuser/ann_box", 100)
     out = h.sub(TrackedBox, "/fuser/fused_box")
@@ -413,6 +477,41 @@ def test_fuser_blends_falls_back_to_snn_only_and_reports_it(h):
     assert f.x == pytest.approx(100.0, abs=0.01)
     f = snn_box(100)                                          # time going backwards: filter reset
     assert node.warn.counts["time"] == 1 and f.x == 110.0
+
+
+def test_fuser_fuses_arrays_box_by_box_and_rate_limits_the_single_box(h):
+    from dashnet_ros.nodes.fuser import FuserNode
+
+    node = h.add(FuserNode, single_period_ms=1.0)
+    snn = h.pub(TrackedBoxArray, "/fuser/snn_boxes", 100)
+    ann = h.pub(TrackedBox, "/fuser/ann_box", 100)
+    arrays = h.sub(TrackedBoxArray, "/fuser/fused_boxes")
+    single = h.sub(TrackedBox, "/fuser/fused_box")
+    h.connect(snn, ann)
+    A, S = [100.0, 100.0, 20.0, 20.0], [110.0, 100.0, 20.0, 20.0]
+    ann.publish(box_msg(0, A, TrackedBox.SOURCE_ANN))
+    assert h.spin(3, until=lambda: node.last_ann_t == 0)
+    stamps = [(480, 960), (1440, 1920), (2400, 2880, 3360)]
+    for ts in stamps:
+        arr = TrackedBoxArray()
+        arr.boxes = [box_msg(t, S, TrackedBox.SOURCE_SNN) for t in ts]
+        snn.publish(arr)
+    assert h.spin(3, until=lambda: len(arrays) == 3 and len(single) == 2)
+    h.spin(0.2)
+    for arr, ts in zip(arrays, stamps):                    # one fused box per SNN box, same stamps
+        assert [us(b) for b in arr.boxes] == list(ts) and us(arr) == ts[-1]
+        for b in arr.boxes:
+            w = math.tanh((us(b) * 1e-6 / (1 / 60)) ** 2 / 2)
+            assert b.source == TrackedBox.SOURCE_FUSED and b.score == pytest.approx(w, rel=1e-4, abs=1e-7)
+            assert b.x == pytest.approx(100 + 10 * w, abs=0.01)
+    # the single box: the newest of an array, at most one per 1 ms of sensor time (1920 is 960 us after 960)
+    assert [us(m) for m in single] == [960, 3360]
+    # an array with no valid SNN box still gives one fused box per entry
+    arr = TrackedBoxArray()
+    arr.boxes = [box_msg(3840, [np.nan] * 4, TrackedBox.SOURCE_SNN)]
+    snn.publish(arr)
+    assert h.spin(3, until=lambda: len(arrays) == 4)
+    assert len(arrays[-1].boxes) == 1 and arrays[-1].boxes[0].x == pytest.approx(100.0)   # the ANN's
 
 
 # --------------------------------------------------------------------------- steering

@@ -1,12 +1,19 @@
 """``fuser`` node: temporal complementary filter over SNN and ANN boxes (paper eq. 7-9).
 
 Topics (node-private names, remapped by the graph):
-  ~/snn_box     dashnet_ros/TrackedBox       in (/dashnet/snn_box)
+  ~/snn_boxes   dashnet_ros/TrackedBoxArray  in (/dashnet/snn_boxes), when snn_input is 'array'
+  ~/snn_box     dashnet_ros/TrackedBox       in (/dashnet/snn_box), when snn_input is 'single'
   ~/ann_box     dashnet_ros/TrackedBox       in (/dashnet/ann_box)
-  ~/fused_box   dashnet_ros/TrackedBox       out (/dashnet/fused_box), one per SNN box, same stamp;
-                                             source FUSED, score = the SNN weight w of eq. 8
-                                             (1 = SNN only, 0 = ANN only).  Also the ANN's
-                                             attention feedback (eq. 10).
+  ~/fused_boxes dashnet_ros/TrackedBoxArray  out (/dashnet/fused_boxes): one fused box per SNN box,
+                                             same stamp, one array per SNN message; source FUSED,
+                                             score = the SNN weight w of eq. 8 (1 = SNN only, 0 = ANN
+                                             only).  Published while someone subscribes.
+  ~/fused_box   dashnet_ros/TrackedBox       out (/dashnet/fused_box): single_output 'latest': the
+                                             newest fused box, at most once per single_period_ms of
+                                             sensor time (0: of every SNN message); 'all': every fused
+                                             box (a message per window); 'none'.  The ANN's attention
+                                             feedback (eq. 10) and the steering's input; the SNN's
+                                             search region follows the arrays.
   /diagnostics  diagnostic_msgs/DiagnosticArray  status "dashnet fuser: ANN input": OK while
                                              fusing, WARN while SNN-only; on every change and
                                              every ``diagnostics_period_s``
@@ -23,9 +30,9 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
-from ..msg import TrackedBox
-from .common import Param, RateLimitedWarner, declare, non_negative, positive, run_node
-from .snn_tracker import BOX_QOS_DEPTH
+from ..msg import TrackedBox, TrackedBoxArray
+from .common import Param, RateLimitedWarner, declare, non_negative, one_of, positive
+from .snn_tracker import BOX_QOS_DEPTH, box_msgs, run_fast_node
 
 PARAMS = (
     Param("aps_rate_hz", 30.0, "APS frame rate; the TCF time scale is half its frame interval", positive),
@@ -33,6 +40,13 @@ PARAMS = (
     Param("causal", True, "fuse only with ANN boxes stamped at or before the SNN box"),
     Param("ann_timeout_s", 0.5, "sensor time without an ANN box after which the output is SNN-only", positive),
     Param("diagnostics_period_s", 1.0, "period of the /diagnostics status (wall time)", positive),
+    Param("snn_input", "array", "SNN boxes from ~/snn_boxes (TrackedBoxArray, 'array') or ~/snn_box "
+                                "(TrackedBox, 'single')", one_of("array", "single")),
+    Param("single_output", "latest", "~/fused_box: the newest fused box ('latest', see single_period_ms), "
+                                     "every fused box ('all', a message per window) or nothing ('none')",
+          one_of("latest", "all", "none")),
+    Param("single_period_ms", 5.0, "'latest': at most one ~/fused_box per this much sensor time (0 = the newest "
+                                   "of every SNN message)", non_negative),
 )
 
 DIAG_NAME = "dashnet fuser: ANN input"
@@ -53,9 +67,15 @@ class FuserNode(Node):
         self.first_snn_t = None
         self.snn_only = False
         self.n_out = 0
+        self.single_period_us = int(round(p["single_period_ms"] * 1000))
+        self.last_single_t = None    # stamp of the latest ~/fused_box ('latest')
         self.pub = self.create_publisher(TrackedBox, "~/fused_box", BOX_QOS_DEPTH)
+        self.pub_boxes = self.create_publisher(TrackedBoxArray, "~/fused_boxes", BOX_QOS_DEPTH)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(TrackedBox, "~/snn_box", self._on_snn, BOX_QOS_DEPTH)
+        if p["snn_input"] == "array":
+            self.create_subscription(TrackedBoxArray, "~/snn_boxes", self._on_snn_array, BOX_QOS_DEPTH)
+        else:
+            self.create_subscription(TrackedBox, "~/snn_box", self._on_snn, BOX_QOS_DEPTH)
         self.create_subscription(TrackedBox, "~/ann_box", self._on_ann, BOX_QOS_DEPTH)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(f"TCF time scale {scale * 1e3:.2f} ms, causal={p['causal']}, "
@@ -83,8 +103,32 @@ class FuserNode(Node):
             self._publish_diagnostics()
 
     def _on_snn(self, msg) -> None:
-        from ..io import ros_msgs as rm
+        self._publish([self._fuse(msg)], msg.header.frame_id)
 
+    def _on_snn_array(self, msg) -> None:
+        if msg.boxes:
+            self._publish([self._fuse(m) for m in msg.boxes], msg.boxes[-1].header.frame_id)
+
+    def _publish(self, fused, frame_id: str) -> None:
+        """``fused``: (t_us, box, w) in time order -> the array (if subscribed) and singles."""
+        mode = self.p["single_output"]
+        msgs, arr = box_msgs([(t, b) for t, b, _ in fused], TrackedBox.SOURCE_FUSED, frame_id,
+                             scores=[w for _, _, w in fused])
+        if self.pub_boxes.get_subscription_count():
+            self.pub_boxes.publish(arr)
+        if mode == "all":
+            for m in msgs:
+                self.pub.publish(m)
+        elif mode == "latest":
+            t = fused[-1][0]
+            last = self.last_single_t
+            if last is None or t < last or t - last >= self.single_period_us:
+                self.pub.publish(msgs[-1])
+                self.last_single_t = t
+        self.n_out += len(msgs)
+
+    def _fuse(self, msg):
+        """One SNN box message -> ``(t_us, fused box, SNN weight)`` (eq. 7-9)."""
         t_us, box = self._box(msg, "snn")
         if self.last_snn_t is not None and t_us < self.last_snn_t:
             self.warn("time", f"SNN box time went backwards ({t_us} us after {self.last_snn_t} us): filter reset")
@@ -103,10 +147,7 @@ class FuserNode(Node):
                                       "SNN-only boxes")
             self._publish_diagnostics()
         fused = self.tcf.fuse(t_us, box)
-        out = rm.box_to_msg(fused, TrackedBox(), t_us=t_us, source=TrackedBox.SOURCE_FUSED,
-                            score=self.tcf.last_weight, frame_id=msg.header.frame_id)
-        self.pub.publish(out)
-        self.n_out += 1
+        return t_us, fused, self.tcf.last_weight
 
     def _publish_diagnostics(self) -> None:
         st = DiagnosticStatus()
@@ -129,7 +170,7 @@ class FuserNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(FuserNode, args)
+    return run_fast_node(FuserNode, args)
 
 
 if __name__ == "__main__":

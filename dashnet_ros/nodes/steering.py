@@ -1,7 +1,8 @@
 """``steering`` node: fused box -> velocity command for the predator (:mod:`dashnet_ros.steering`).
 
 Topics (node-private names, remapped by the graph):
-  ~/box          dashnet_ros/TrackedBox   in (/dashnet/fused_box)
+  ~/box          dashnet_ros/TrackedBox   in (/dashnet/fused_box: the newest fused box, at most every
+                                          5 ms of sensor time by default, the fuser's single_period_ms)
   ~/camera_info  sensor_msgs/CameraInfo   in (/davis/camera_info), optional: its fx, cx and
                                           size replace hfov_deg / image_width / image_height
   ~/cmd_vel      geometry_msgs/Twist      out (/cmd_vel): linear.x m/s, angular.z rad/s (CCW +)
@@ -25,8 +26,8 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
 
 from ..msg import TrackedBox
-from .common import Param, RateLimitedWarner, declare, non_negative, positive, run_node
-from .snn_tracker import BOX_QOS_DEPTH
+from .common import Param, RateLimitedWarner, declare, non_negative, positive
+from .snn_tracker import BOX_QOS_DEPTH, run_fast_node
 
 
 def _in(lo, hi, lo_open=False):
@@ -132,7 +133,7 @@ class SteeringNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(SteeringNode, args)
+    return run_fast_node(SteeringNode, args)
 
 
 if __name__ == "__main__":
