@@ -105,8 +105,11 @@ def run_ours(seq: str, trackers: Sequence[str], *, weights: Optional[dict] = Non
     gt_t, gt_b = ground_truth(seq)
     modes = sorted({_OURS[t][0] for t in trackers})
     results = {}
+    # simulate the DAVIS stream once; every mode runs over the same items
+    inp = open_input(seq, aps_rate_hz=aps_rate_hz, interp_factor=interp_factor)
+    items = list(inp.stream)
     for mode in modes:
-        inp = open_input(seq, aps_rate_hz=aps_rate_hz, interp_factor=interp_factor)
+        inp.stream = items
         tracker = HybridTracker.from_weights(inp.width, inp.height, mode=mode, aps_rate_hz=aps_rate_hz,
                                              snn_weights=weights.get("snn"),
                                              ann_weights=weights.get("ann_nat" if mode == "ann-nat" else "ann"))
