@@ -103,7 +103,15 @@ def test_ann_samples_shapes_and_targets(train_seq):
         assert b["x"].shape == (5, c) + ANN_P.in_hw
         assert b["x"].dtype == np.float32 and 0 <= b["x"].min() and b["x"].max() <= 1
         np.testing.assert_allclose(region_norm_to_box(b["target"], b["region"]), b["gt"], atol=1e-3)
-        np.testing.assert_allclose(b["region"], [[0, 0, 240, 180]] * 5)
+        if ANN_P.view == "frame":
+            np.testing.assert_allclose(b["region"], [[0, 0, 240, 180]] * 5)
+        else:  # a square window of search_scale box sides around the (noisy) fed-back box
+            r, g = b["region"], b["gt"]
+            np.testing.assert_allclose(r[:, 2], r[:, 3])
+            side = ANN_P.search_scale * np.maximum(g[:, 2], g[:, 3])
+            assert np.all((r[:, 2] >= 0.1 * side - 1e-3) & (r[:, 2] < 3 * side)), (r, g)
+            cx, cy = g[:, 0] + g[:, 2] / 2, g[:, 1] + g[:, 3] / 2
+            assert np.all((r[:, 0] < cx) & (cx < r[:, 0] + r[:, 2]) & (r[:, 1] < cy) & (cy < r[:, 1] + r[:, 3]))
 
 
 def test_dataset_files_and_heldout_refusal(data_dir):

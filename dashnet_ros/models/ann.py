@@ -8,9 +8,9 @@ from the latest fused box before the frame (eq. 10) -- 2 channels; without atten
 (ANN-NAT) the frame alone.  Loss: eq. 6 (:func:`ann_loss`).
 
 Two presets (:data:`PRESETS`): ``"paper"`` is the §4 string on the whole 240x180 frame;
-``"fast"`` a narrower network on the whole frame at half resolution, for CPUs (one torch
-thread on the shared dev machine, best of many calls: paper ~2.7 ms, fast ~0.57 ms per
-frame with channels_last; bf16 autocast is 10x slower there, no AVX512-BF16/AMX).
+``"fast"`` a narrower network on a 64x64 search window of 2.5x the fed-back box, for CPUs
+(2.9 M MACs per frame; the paper preset ~2.7 ms per frame on one torch thread of the shared
+dev machine with channels_last; bf16 autocast is 10x slower there, no AVX512-BF16/AMX).
 """
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ class ANNPreset:
 
 PRESETS: Dict[str, ANNPreset] = {
     "paper": ANNPreset(PAPER_ANN_ARCH, (180, 240), "frame", 0.0),
-    "fast": ANNPreset("Input-16C3S2-MP2-32C3S1-MP2-64C3S1-MP2-128C2S2-FC256-FC4", (90, 120), "frame", 0.0),
+    # a 64x64 search window of 2.5x the fed-back box: on held-out streams it corrects a
+    # drifted box (whole-frame 90x120 scored below the box it was fed; train/README.md)
+    "fast": ANNPreset("Input-16C3S2-MP2-32C3S1-MP2-64C3S1-MP2-128C2S2-FC256-FC4", (64, 64), "search", 2.5),
 }
 
 
