@@ -32,8 +32,7 @@ D="$WORK/data"
   "$PY" -m dashnet_ros.train.snn --data "$D" --out "$R/snn_fast.pt" --steps 2500 --seed 0 --resume \
       --eval-data "$H" ) &
 SNN=$!
-"$PY" -m dashnet_ros.train.ann --data "$D" --out "$R/ann_fast.pt" --steps 2000 --seed 0 -q
-"$PY" -m dashnet_ros.train.ann --data "$D" --out "$R/ann_fast.pt" --steps 4000 --seed 0 --resume --eval-data "$H"
+"$PY" -m dashnet_ros.train.ann --data "$D" --out "$R/ann_fast.pt" --steps 2000 --seed 0 --eval-data "$H"
 "$PY" -m dashnet_ros.train.ann --no-attention --data "$D" --out "$R/ann_nat_fast.pt" --steps 1500 --seed 0 \
     --eval-data "$H"
 wait $SNN
