@@ -71,3 +71,18 @@ def test_trackers_never_see_ground_truth_beyond_the_first_box(setup):
 def test_eval_cli_names_a_missing_input(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "no such sequence" in capsys.readouterr().err
+
+
+def test_installed_dashnet_command_runs_peers_in_child_processes(setup, tmp_path):
+    """The `dashnet` launcher colcon installs must be import-safe: the peers run in spawned
+    children, which re-import the main module."""
+    import shutil
+    import subprocess
+
+    d, seq, w = setup
+    exe = shutil.which("dashnet")
+    assert exe, "the installed `dashnet` command is not on PATH (source install/setup.bash)"
+    r = subprocess.run([exe, "eval", seq, "--out", str(tmp_path / "o"), "--trackers", "KCF@aps", "--threads", "1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.load(open(tmp_path / "o" / "results.json"))["sequences"] == ["s13"]
