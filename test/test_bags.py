@@ -21,7 +21,7 @@ from sensor_msgs.msg import Image
 from dashnet_ros import graph
 from dashnet_ros.io import bags
 from dashnet_ros.io import ros_msgs as rm
-from dashnet_ros.msg import EventPacket, TrackedBox
+from dashnet_ros.msg import EventPacket, TrackedBox, TrackedBoxArray
 
 from conftest import REPO
 from test_nodes_units import make_weights
@@ -239,9 +239,10 @@ def test_player_keeps_the_recorded_timing_scaled_by_rate_and_loops(ctx, tmp_path
         assert player.wait_for_subscribers(10)
         walls = []
         assert player.play(on_message=lambda m, w: walls.append(w)) == 8
-        d_ms = np.diff(walls) * 1e3
-        assert np.all(np.abs(d_ms - 30.0) < 12.0), d_ms            # 60 ms recorded, played at rate 2
-        assert abs((walls[-1] - walls[0]) * 1e3 - 210.0) < 15.0
+        # 60 ms recorded, played at rate 2: message k at 30 k ms, never early (a loaded machine
+        # may delay some; the schedule stays the recorded one, so later messages catch up)
+        late_ms = (np.array(walls) - walls[0]) * 1e3 - 30.0 * np.arange(8)
+        assert np.all(late_ms > -2.0) and np.median(late_ms) < 10.0, late_ms
         assert _wait(lambda: len(got) == 8, 5)
         assert [rm.stamp_to_us(m.header.stamp) for m in got] == [k * 480 for k in range(8)]
         assert got[3] == _box_msg(3 * 480, (3, 2, 3, 4))                     # published as recorded
@@ -265,7 +266,8 @@ def test_player_keeps_the_recorded_timing_scaled_by_rate_and_loops(ctx, tmp_path
 
 @pytest.fixture(scope="module")
 def sensor_bag(tmp_path_factory):
-    """0.15 s of the world's DAVIS stream (events, APS, camera info, ground truth) as a bag."""
+    """0.15 s of the world's DAVIS stream (events, APS, camera info, ground truth) as a bag
+    logged at sensor time."""
     from sensor_msgs.msg import CameraInfo
 
     from dashnet_ros.davis.frames import ApsFrame, EventBatch
@@ -282,7 +284,8 @@ def sensor_bag(tmp_path_factory):
         for t in bags.SENSOR_TOPICS:
             w.add_topic(t, bags.GRAPH_TOPICS[t])
         for item in sim.stream():
-            t_ns += 1000
+            # logged as if received at its sensor time (1 s after the epoch), in stream order
+            t_ns = max(t_ns + 10, 1_000_000_000 + 1000 * (item.t1_us if isinstance(item, EventBatch) else item.t_us))
             if isinstance(item, EventBatch):
                 if item.t0_us >= 150_000:
                     break
@@ -336,3 +339,49 @@ def test_forced_replay_reproduces_a_recording_exactly(sensor_bag, weight_args, t
     for t in (bags.SNN_TOPIC, graph.TOPIC_ANN_BOX, bags.FUSED_TOPIC):
         c = bags.compare_tracks(bags.boxes_of(rec, t), bags.box_track(out[t]))
         assert c["exact"] == 1.0 and c["only_ref"] == 0 and c["only_other"] == 0 and c["matched"] > 0, (t, c)
+
+
+def test_played_bag_drives_the_snn_node_and_a_loop_restarts_it(ros_domain, sensor_bag, weight_args):
+    """Timed replay over DDS into the SNN node: boxes at the SNN window rate from the bag's
+    sensor stamps; on the loop the stamps jump back and the node starts over from a later
+    ground-truth box (the one at t=0 comes before the packet that tells it time went back;
+    under load the re-created ground-truth reader may miss one or two more)."""
+    from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
+
+    from dashnet_ros.commands import launch
+
+    c = rclpy.Context()
+    rclpy.init(context=c)
+    # the node as the graph starts it (parameter file, remappings), with the test weights
+    cmd = {s.name: cmd for s, cmd in graph.node_commands(sys.executable, launch.config_dir(), weight_args)}
+    snn = SNNTrackerNode(context=c, cli_args=cmd["snn_tracker"][cmd["snn_tracker"].index("--ros-args"):])
+    probe = Node("probe", context=c)
+    got = []
+    probe.create_subscription(TrackedBoxArray, graph.TOPIC_SNN_BOXES, got.append, 1000)
+    spin = _Spinner(c, snn, probe)
+    player = bags.BagPlayer(Node("player", context=c), sensor_bag, topics=[graph.TOPIC_EVENTS, graph.TOPIC_GROUND_TRUTH],
+                            rate=0.1, loop=True)
+    try:
+        assert player.wait_for_subscribers(10)
+        time.sleep(0.3)                                        # let the SNN's ground-truth reader match too
+        player.play(stop=lambda: player.passes >= 2)
+        last = [-1, time.monotonic()]
+
+        def settled():                                         # no new box for 0.5 s
+            n = len(got)
+            if n != last[0]:
+                last[:] = [n, time.monotonic()]
+            return time.monotonic() - last[1] > 0.5
+        _wait(settled, 20)
+        t = bags.box_track(got)[0]
+    finally:
+        spin.close()
+        snn.destroy_node()
+        c.try_shutdown()
+    back = np.nonzero(np.diff(t) < 0)[0]
+    assert len(back) == 1, np.diff(t)                              # one jump back: the loop
+    first, second = t[:back[0] + 1], t[back[0] + 1:]
+    assert len(first) > 200 and np.mean(np.diff(first) == 480) > 0.95
+    assert len(second) > 20 and np.all(np.diff(second) == 480)   # tracking again after the restart
+    k = (second[0] - 480) / (1e6 / 30)                            # started from an APS frame's box
+    assert 1 <= round(k) <= 4 and abs(k - round(k)) * 1e6 / 30 <= 1

@@ -45,7 +45,9 @@ def test_live_stats_rates_latency_lag_iou_and_catch():
             s.on_distance(0.25, wall)
             s.on_caught(True, wall)
         wall += 0.01                                       # 1 ms of sensor time = 10 ms of wall time
+    s.on_snn_counters(180, 190_000)                        # the SNN took 180 of the 190 packets up to 190 ms
     summ = s.summary()
+    assert summ["snn_packets"]["fraction"] == pytest.approx(180 / 190)
     assert summ["rates_hz"]["events"] == pytest.approx(1000, rel=1e-3)          # sensor-time Hz
     assert summ["rates_hz"]["fused"] == pytest.approx(2000, rel=1e-3)              # 2 windows per 1 ms packet
     assert summ["rates_hz"]["ground_truth"] == pytest.approx(250, rel=1e-3)

@@ -1,7 +1,9 @@
 """rosbag2 bags (MCAP storage) of the graph's topics, written and read with ``rosbags``.
 
 The bags are ordinary rosbag2 directories (``metadata.yaml`` + one ``.mcap`` file, format
-version 9, CDR serialisation), so ``ros2 bag info`` / ``ros2 bag play`` read them.  Our own
+version 9, CDR serialisation, zstd-compressed chunks, offered QoS in the metadata) as
+``ros2 bag info`` / ``ros2 bag play`` read them (the files also read back with the
+reference ``mcap`` reader and its ROS 2 decoder, independently of rosbags).  Our own
 message types are registered with :mod:`rosbags.typesys` from the ``msg/*.msg`` text on
 top of the ROS 2 Kilted store, so the stored definitions and ``RIHS01`` type hashes are
 the ones the colcon build generates (checked in the tests).
@@ -46,11 +48,9 @@ MSG_PACKAGE = graph.PACKAGE
 # The graph's topics and their types (the default set recorded by the demo and the
 # recorder node).  The world camera (/world/image_raw, 240 fps) is left out by default:
 # the DAVIS stream made from it (events + APS) is what the trackers see.
-# Where the graph publishes its SNN and fused boxes as arrays (one TrackedBoxArray per event
-# packet), those are recorded, and the single-box SNN topic is not (subscribing to it makes
-# the SNN node publish a message per window); /dashnet/fused_box (the feedback) always is.
-SNN_BOXES_TOPIC = getattr(graph, "TOPIC_SNN_BOXES", None)
-FUSED_BOXES_TOPIC = getattr(graph, "TOPIC_FUSED_BOXES", None)
+# The SNN and fused boxes are recorded as the graph's per-packet arrays; the single-box SNN
+# topic is not (subscribing to it makes the SNN node publish a message per window), the
+# single fused box (ANN attention, steering) is.
 _BOX = "dashnet_ros/msg/TrackedBox"
 _BOXES = "dashnet_ros/msg/TrackedBoxArray"
 GRAPH_TOPICS = {
@@ -58,10 +58,10 @@ GRAPH_TOPICS = {
     graph.TOPIC_IMAGE: "sensor_msgs/msg/Image",
     graph.TOPIC_CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
     graph.TOPIC_GROUND_TRUTH: _BOX,
-    **({SNN_BOXES_TOPIC: _BOXES} if SNN_BOXES_TOPIC else {graph.TOPIC_SNN_BOX: _BOX}),
+    graph.TOPIC_SNN_BOXES: _BOXES,
     graph.TOPIC_ANN_BOX: _BOX,
+    graph.TOPIC_FUSED_BOXES: _BOXES,
     graph.TOPIC_FUSED_BOX: _BOX,
-    **({FUSED_BOXES_TOPIC: _BOXES} if FUSED_BOXES_TOPIC else {}),
     graph.TOPIC_DECISION: "std_msgs/msg/String",
     graph.TOPIC_CMD_VEL: "geometry_msgs/msg/Twist",
     graph.TOPIC_WORLD_GROUND_TRUTH: _BOX,
@@ -70,9 +70,9 @@ GRAPH_TOPICS = {
     graph.TOPIC_DIAGNOSTICS: "diagnostic_msgs/msg/DiagnosticArray",
 }
 OPTIONAL_TOPICS = {graph.TOPIC_WORLD_IMAGE: "sensor_msgs/msg/Image", graph.TOPIC_SNN_BOX: _BOX}
-# every SNN / fused box: the array topic where the graph has one, else the single-box topic
-SNN_TOPIC = SNN_BOXES_TOPIC or graph.TOPIC_SNN_BOX
-FUSED_TOPIC = FUSED_BOXES_TOPIC or graph.TOPIC_FUSED_BOX
+# the topics carrying every SNN / fused box
+SNN_TOPIC = graph.TOPIC_SNN_BOXES
+FUSED_TOPIC = graph.TOPIC_FUSED_BOXES
 # What a DAVIS camera (or the simulator) publishes: the input side of the tracking graph.
 SENSOR_TOPICS = (graph.TOPIC_EVENTS, graph.TOPIC_IMAGE, graph.TOPIC_CAMERA_INFO, graph.TOPIC_GROUND_TRUTH)
 # Topics published with sensor-data QoS (best effort) in the graph.
@@ -512,6 +512,9 @@ def replay_deterministic(path: str, *, mode: str = "closed", launch_args: Option
       boxes, the fuser the *recorded* SNN and ANN boxes -- in the order the recorder
       received them; their outputs are not fed back.  When the recorder saw each node's
       inputs in the order that node did, this reproduces the recorded outputs exactly.
+      That order is not recorded: where two inputs of a node (an event packet and a
+      fused box for the SNN) arrived within about a millisecond, the node may have taken
+      them the other way round, and from there a stateful node (the SNN) differs.
 
     Returns ``{topic: [rclpy messages]}`` of what the nodes published.  ``trace(topic,
     msg)`` is called for every delivered message, in delivery order.

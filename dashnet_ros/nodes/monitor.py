@@ -28,6 +28,9 @@ The numbers (:class:`LiveStats`, ROS-free):
   stamp (the world publishes it at every camera frame, 240 Hz); boxes while the target
   is not visible are not scored; live value = mean over the last status period,
   in brackets the mean so far;
+- SNN packets: the event packets the SNN node took (its ``/diagnostics`` counters) over
+  those this monitor received up to the same stamp -- below 1 the SNN's input queue
+  overflowed, i.e. the graph did not keep up;
 - distance (m) and caught from the world (closed loop); the catch time is the latest
   ground-truth stamp received before the first ``caught = true`` (the world publishes
   both for the same frame, ground truth first).
@@ -43,6 +46,7 @@ import time
 from collections import deque
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -53,9 +57,6 @@ from ..msg import EventPacket, TrackedBox, TrackedBoxArray
 from .common import Param, declare, positive, run_node, sensor_qos
 
 VIDEO_EVENT_WINDOW_US = 5000
-# the graph's per-packet box arrays (None where the graph publishes single boxes only)
-SNN_BOXES_TOPIC = getattr(graph, "TOPIC_SNN_BOXES", None)
-FUSED_BOXES_TOPIC = getattr(graph, "TOPIC_FUSED_BOXES", None)
 
 
 def _pct(x, q):
@@ -101,6 +102,8 @@ class LiveStats:
         self.distance_min_m = None
         self.caught = False
         self.caught_at_us = None
+        self._packet_ends = deque()              # end stamps of the packets received here
+        self.snn_packets = None                  # (packets the SNN node took, its last packet end)
 
     # -- clock ------------------------------------------------------------------------
     def _advance_clock(self, t_us: int, wall_s: float, from_gt: bool) -> None:
@@ -144,6 +147,7 @@ class LiveStats:
         self._advance_clock(t1_us, wall_s, from_gt=False)
         self._arrive("events", wall_s, t0_us)
         self._rx_events.append((wall_s, int(t0_us), int(t1_us)))
+        self._packet_ends.append(int(t1_us))
         self._settle(wall_s - self.SETTLE_S)
 
     def on_message(self, kind: str, wall_s: float, stamp_us=None) -> None:
@@ -181,6 +185,20 @@ class LiveStats:
         if self.distance_start_m is None:
             self.distance_start_m = float(d_m)
         self.distance_min_m = float(d_m) if self.distance_min_m is None else min(self.distance_min_m, float(d_m))
+
+    def on_snn_counters(self, packets: int, last_end_us) -> None:
+        """The SNN node's own counters (its /diagnostics): packets taken, last packet end."""
+        if last_end_us is not None:
+            self.snn_packets = (int(packets), int(last_end_us))
+
+    def snn_packet_fraction(self):
+        """Event packets the SNN node took / packets received here up to the same end stamp
+        (below 1: the SNN's queue overflowed, it did not keep up)."""
+        if self.snn_packets is None or not self._packet_ends:
+            return None
+        n, end = self.snn_packets
+        seen = sum(1 for t in self._packet_ends if t <= end)
+        return n / seen if seen else None
 
     def on_caught(self, caught: bool, wall_s: float) -> None:
         if caught and not self.caught:
@@ -329,6 +347,10 @@ class LiveStats:
                                          "window ends in the packet's interval (t0, t1]"},
             "lag_ms": {"p50": _pct(self.lag_ms, 50), "p99": _pct(self.lag_ms, 99),
                        "definition": "sensor time: latest event-packet end minus the fused box stamp, at its arrival"},
+            "snn_packets": {"taken_by_snn": self.snn_packets[0] if self.snn_packets else None,
+                            "fraction": self.snn_packet_fraction(),
+                            "definition": "event packets the SNN node took (its /diagnostics counter) / "
+                                          "packets this monitor received up to the same stamp"},
             "iou": {k: iou_stats(v) for k, v in self.ious.items()},
             "distance_m": {"start": self.distance_start_m, "final": self.distance_m, "min": self.distance_min_m},
             "caught": self.caught,
@@ -396,19 +418,16 @@ class MonitorNode(Node):
         sub = self.create_subscription
         sub(EventPacket, graph.TOPIC_EVENTS, self._on_events, sensor_qos(depth=1000))
         sub(Image, graph.TOPIC_IMAGE, self._on_image, sensor_qos(depth=20))
-        # every SNN and fused box: the per-packet arrays where the graph has them
-        for kind, topic, single in (("snn", SNN_BOXES_TOPIC, graph.TOPIC_SNN_BOX),
-                                    ("fused", FUSED_BOXES_TOPIC, graph.TOPIC_FUSED_BOX)):
-            if topic:
-                sub(TrackedBoxArray, topic, self._box_cb(kind), box_qos)
-            else:
-                sub(TrackedBox, single, self._box_cb(kind), box_qos)
+        # every SNN and fused box: the per-packet arrays
+        sub(TrackedBoxArray, graph.TOPIC_SNN_BOXES, self._box_cb("snn"), box_qos)
+        sub(TrackedBoxArray, graph.TOPIC_FUSED_BOXES, self._box_cb("fused"), box_qos)
         sub(TrackedBox, graph.TOPIC_ANN_BOX, self._box_cb("ann"), box_qos)
         sub(TrackedBox, p["ground_truth_topic"], self._on_gt, box_qos)
         sub(Twist, graph.TOPIC_CMD_VEL, lambda m, i: self.stats.on_message("cmd_vel", _rx(i)), 100)
         sub(String, graph.TOPIC_DECISION, lambda m, i: self.stats.on_message("decision", _rx(i)), 100)
         sub(Float32, graph.TOPIC_WORLD_DISTANCE, self._on_distance, 100)
         sub(Bool, graph.TOPIC_WORLD_CAUGHT, self._on_caught, 100)
+        sub(DiagnosticArray, graph.TOPIC_DIAGNOSTICS, self._on_diagnostics, 50)
         self.create_timer(p["status_period_s"], self.print_status)
 
     def _on_events(self, msg, info) -> None:
@@ -461,6 +480,16 @@ class MonitorNode(Node):
         self.stats.on_distance(msg.data, _rx(info))
         if self.video is not None and self.stats.clock_us is not None:
             self.video.distance.append((self.stats.clock_us, float(msg.data)))
+
+    def _on_diagnostics(self, msg, info) -> None:
+        for st in msg.status:
+            if st.name.startswith("dashnet snn_tracker"):
+                v = {kv.key: kv.value for kv in st.values}
+                try:
+                    end = None if v.get("last_end_us") in (None, "None") else int(v["last_end_us"])
+                    self.stats.on_snn_counters(int(v.get("packets", 0)), end)
+                except ValueError:
+                    pass
 
     def _on_caught(self, msg, info) -> None:
         was = self.stats.caught
