@@ -195,7 +195,7 @@ NODES = (
 
 
 # Optional nodes, off unless their launch argument is set: kept apart from NODES so the
-# tracking graph itself stays what it was.  (launch/tracking.launch.py starts NODES only.)
+# tracking graph itself stays what it was (both launchers start them when enabled).
 RECORDER = NodeSpec(
     name="bag_recorder",
     executable="bag_recorder",

@@ -48,7 +48,7 @@ class SteeringConfig:
     k_turn: float = 4.0
     max_angular_radps: float = 4.0
     max_linear_mps: float = 0.8
-    target_fill: float = 0.6
+    target_fill: float = 1.0
     center_fraction: float = 1.0 / 3.0
     lost_timeout_us: int = 250_000
 

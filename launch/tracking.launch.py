@@ -20,7 +20,7 @@ def generate_launch_description():
     config_dir = os.path.join(get_package_share_directory(graph.PACKAGE), "config")
     actions = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
                for a in graph.LAUNCH_ARGS]
-    for spec in graph.NODES:
+    for spec in graph.NODES + graph.OPTIONAL_NODES:
         overrides = {param: LaunchConfiguration(arg) for param, arg in spec.arg_params.items()}
         actions.append(
             Node(

@@ -72,8 +72,9 @@ def _load_launch_file_with_recording_stubs(monkeypatch):
 def test_launch_file_matches_graph(monkeypatch):
     rec = _load_launch_file_with_recording_stubs(monkeypatch)
     assert rec["args"] == [(a.name, a.default) for a in graph.LAUNCH_ARGS]
-    assert len(rec["nodes"]) == len(graph.NODES)
-    for kw, spec in zip(rec["nodes"], graph.NODES):
+    all_nodes = graph.NODES + graph.OPTIONAL_NODES
+    assert len(rec["nodes"]) == len(all_nodes)
+    for kw, spec in zip(rec["nodes"], all_nodes):
         assert kw["executable"] == spec.executable and kw["name"] == spec.name
         assert kw["package"] == "dashnet_ros"
         assert kw["remappings"] == list(spec.remappings)

@@ -45,7 +45,7 @@ PARAMS = (
     Param("k_turn", 4.0, "turn rate per radian of bearing (rad/s per rad)", non_negative),
     Param("max_angular_radps", 4.0, "turn rate limit", non_negative),
     Param("max_linear_mps", 0.8, "forward speed limit", non_negative),
-    Param("target_fill", 0.6, "stop approaching when the box fills this fraction of the image (width or height)",
+    Param("target_fill", 1.0, "stop approaching when the box fills this fraction of the image (width or height)",
           _in(0.0, 1.0, True)),
     Param("center_fraction", 1.0 / 3.0, "width of the 'center' band of the image (fraction)", _in(0.0, 1.0, True)),
     Param("lost_timeout_s", 0.25, "stop after this long without a valid box", positive),

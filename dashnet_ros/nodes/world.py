@@ -39,7 +39,7 @@ PARAMS = (
     Param("face_prey", True, "start with the predator turned toward the prey (so a tracker can start from the first ground-truth box)"),
     Param("wait_for_subscriber", True, "start the clock when the camera topic has a subscriber"),
     Param("cmd_timeout_s", 0.5, "stop the predator when /cmd_vel is silent this long (wall time; 0 = never)", non_negative),
-    Param("catch_distance_m", 0.3, "distance at which the prey counts as caught", positive),
+    Param("catch_distance_m", 0.45, "distance at which the prey counts as caught", positive),
     Param("status_rate_hz", 30.0, "rate of ~/distance and ~/caught (sensor time)", positive),
     Param("frame_id", "davis", "frame_id of the camera headers"),
 )
