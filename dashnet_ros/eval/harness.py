@@ -124,7 +124,8 @@ def run_ours(seq: str, trackers: Sequence[str], *, weights: Optional[dict] = Non
             t, b = out[stream][:2]
             r = _score_stream(t, b, gt_t, gt_b, at_out)
             lat = tracker_latency(out, stream)
-            r.update(output_rate_hz=len(t) / dur_s, wall_s=wall, latency_ms_p50=lat[0], latency_ms_p99=lat[1],
+            r.update(output_rate_hz=len(t) / dur_s, wall_s=wall, updates_per_s=len(t) / max(wall, 1e-9),
+                     latency_ms_p50=lat[0], latency_ms_p99=lat[1],
                      boxes=[t.tolist(), b.tolist()])
             results[name] = r
     return results
@@ -221,7 +222,8 @@ def evaluate(inputs: Sequence[str], trackers: Sequence[str], out_dir: str, *, we
     return doc
 
 
-SUMMARY_KEYS = ("miou", "auc", "precision20", "robustness", "output_rate_hz", "latency_ms_p50", "latency_ms_p99")
+SUMMARY_KEYS = ("miou", "auc", "precision20", "robustness", "output_rate_hz", "updates_per_s", "latency_ms_p50",
+                "latency_ms_p99")
 
 
 def summarise(per_seq: Dict[str, Dict[str, dict]]) -> Dict[str, dict]:

@@ -35,14 +35,14 @@ def table2(summary: Dict[str, dict]) -> tuple[str, dict]:
 
 def table3(summary: Dict[str, dict]) -> tuple[str, dict]:
     names = ["hybrid"] + sorted(n for n in summary if "@" in n)
-    md = ["| tracker | input | success AUC | mIOU | speed (updates/s, this CPU) |", "|---|---|---|---|---|"]
+    md = ["| tracker | input | success AUC | mIOU | speed (outputs per wall second, this CPU) |", "|---|---|---|---|---|"]
     data = {}
     for n in names:
         if n not in summary:
             continue
         s = summary[n]
         if n == "hybrid":
-            label, inp, speed = "DashNet (hybrid, ours)", "APS 30 Hz + events", s.get("output_rate_hz")
+            label, inp, speed = "DashNet (hybrid, ours)", "APS 30 Hz + events", s.get("updates_per_s")
         else:
             name, regime = n.split("@")
             label = name
