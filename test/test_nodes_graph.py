@@ -199,7 +199,9 @@ def test_fuser_goes_snn_only_without_the_ann_and_resumes(running_graph):
     assert "publishing SNN-only boxes" in _log(env)
     n = len(got["fused"])
     assert probe.wait(lambda g: len(g["fused"]) > n + 20, 20)
-    assert all(m.score == 1.0 for m in got["fused"][n:])                  # SNN only (w = 1)
+    # SNN only (w = 1); boxes fused before the switch may still be in flight on this topic
+    # when the diagnostic arrives, so judge the newest ones
+    assert all(m.score == 1.0 for m in got["fused"][-10:])
     n_diag = len(got["diag"])
     # restart the ANN tracker with the same command line
     (spec, cmd), = [(s, c) for s, c in graph.node_commands(sys.executable, launch.config_dir(), env["args"])
