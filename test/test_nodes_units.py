@@ -317,6 +317,35 @@ def test_snn_tracker_publishes_one_array_per_packet_and_singles_only_when_subscr
     assert int(values["calls"]) <= 6 and values["bad_packets"] == "0"
 
 
+def test_snn_tracker_node_gives_exactly_the_core_runners_boxes(h, weights):
+    """The node hands the runner each step's events only (no quadratic copying): same boxes as
+    SNNRunner.push_events on the same packets, also when one packet completes many windows."""
+    import torch
+
+    from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
+    from dashnet_ros.tracking import SNNRunner
+
+    node = h.add(SNNTrackerNode, weights=weights["snn"], init_box=[90.0, 60.0, 40.0, 40.0], windows_per_call=2,
+                 follow_fused=False)
+    out = []
+    node.pub_boxes.publish = out.append
+    spans = [(0, 1000), (1000, 2000), (2000, 7000), (7000, 7300), (7300, 9100)]   # 10 windows in one packet
+    msgs = [packet(a, b, n=400 * (b - a) // 1000, region=(80, 50, 60, 60)) for a, b in spans]
+    for m in msgs:
+        node._on_events(m)
+    torch.manual_seed(0)
+    ref = SNNRunner.from_file(weights["snn"], "fast", 240, 180, windows_per_call=2)
+    ref.init(np.array([90.0, 60.0, 40.0, 40.0], np.float32), msgs[0].time_base_us)
+    expected = []
+    for m in msgs:
+        expected += ref.push_events(rm.msg_to_events(m), m.end_us)
+    got = [(us(b), [b.x, b.y, b.w, b.h] if b.valid else [np.nan] * 4) for a in out for b in a.boxes]
+    assert [t for t, _ in got] == [o.t_us for o in expected] and len(got) == (9100 - msgs[0].time_base_us) // 480
+    want = np.stack([o.box if o.box[2] > 0 and o.box[3] > 0 else np.full(4, np.nan) for o in expected])  # no size: none
+    assert np.isfinite(want).any()
+    assert np.allclose(np.array([b for _, b in got], np.float32), want, equal_nan=True)
+
+
 def test_snn_follows_the_newest_usable_box_of_fused_arrays(h, weights):
     from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
 
