@@ -89,9 +89,9 @@ def test_recording_is_replayed_as_a_davis_stream(rclpy_context, tmp_path):
 
     rng = np.random.default_rng(0)
     n = 20000
-    t = np.sort(rng.integers(0, 2_000_000, n))
+    t = np.sort(rng.integers(0, 10_000_000, n))  # 10 s: long enough to outlast start-up and discovery
     ev = make_events(rng.integers(0, 240, n), rng.integers(0, 180, n), t, rng.choice([-1, 1], n))
-    frames = [ApsFrame(k * 100_000 + 50_000, rng.integers(0, 255, (180, 240), dtype=np.uint8)) for k in range(15)]
+    frames = [ApsFrame(k * 100_000 + 50_000, rng.integers(0, 255, (180, 240), dtype=np.uint8)) for k in range(100)]
     path = str(tmp_path / "rec.aedat")
     write_aedat2(path, ev, frames)
     proc = subprocess.Popen(
