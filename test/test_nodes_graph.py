@@ -121,7 +121,7 @@ def _log(env) -> str:
 
 def test_closed_loop_flows_at_sensor_rates(running_graph):
     env, probe = running_graph, running_graph["probe"]
-    ok = probe.wait(lambda g: len(g["fused"]) >= 300 and len(g["ann"]) >= 6 and g["cmd"] and g["distance"], 60)
+    ok = probe.wait(lambda g: len(g["fused"]) >= 300 and len(g["snn"]) >= 150 and len(g["ann"]) >= 6 and g["cmd"] and g["distance"], 60)
     got = probe.got
     assert ok, (f"graph outputs: { {k: len(v) for k, v in got.items()} }\n" + _log(env)[-4000:])
     assert all(p.poll() is None for _, p in env["procs"]), _log(env)[-4000:]
