@@ -517,6 +517,7 @@ def analyse(probe, a_ns, b_ns, factor, window_us, cpu_a, cpu_b, pub_end=None, pu
         else:
             published = int(np.sum((pub_end > e_a) & (pub_end <= e_b)))
             received = int(db["packets"]) - int(da["packets"])
+            r["snn_windows_per_call"] = int(db.get("windows_per_call", 0)) or None
             r.update(snn_diag="ok", snn_packets_published=published, snn_packets_received=received,
                      snn_packets_lost=max(0, published - received), snn_windows=int(db["windows"]) - int(da["windows"]),
                      snn_calls=int(db["calls"]) - int(da["calls"]))
