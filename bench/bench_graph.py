@@ -238,7 +238,7 @@ def make_clip(path: Path, source: str, seconds: float, interp_factor: int, seed:
             "frame_box": np.stack(frame_box), "source": np.array(source), "interp_factor": np.array(interp_factor)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **clip)
+    np.savez_compressed(tmp, **clip)
     os.replace(tmp, path)
     return clip
 
