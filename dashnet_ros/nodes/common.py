@@ -89,20 +89,29 @@ class RateLimitedWarner:
             self._logger.warning(f"{text} ({n} so far)" if n > 1 else text)
 
 
-def run_node(factory, args=None) -> int:
+def run_node(factory, args=None, executor_factory=None) -> int:
     """Init rclpy, build the node with ``factory()``, spin until Ctrl-C, shut down cleanly.
 
-    A :class:`ParameterError` or a missing file at start is printed as one clear line and
-    gives exit code 2.
+    ``executor_factory()``: an executor to spin the node with (None, or a factory returning
+    None, spins with the default executor).  A :class:`ParameterError` or a missing file at
+    start is printed as one clear line and gives exit code 2.
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
+    executor = None
     try:
         node = factory()
-        rclpy.spin(node)
+        executor = executor_factory() if executor_factory is not None else None
+        if executor is None:
+            rclpy.spin(node)
+        else:
+            # spin_once in a loop: an executor's own spin() may ignore Ctrl-C (EventsExecutor)
+            executor.add_node(node)
+            while rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
     except (ParameterError, FileNotFoundError, ValueError) as e:
         name = node.get_name() if node is not None else getattr(factory, "__name__", "node")
         print(f"[{name}] error: {e}", file=sys.stderr)
@@ -111,6 +120,8 @@ def run_node(factory, args=None) -> int:
         pass
     finally:
         if node is not None:
+            if executor is not None:
+                executor.remove_node(node)
             close = getattr(node, "close", None)
             if close:
                 close()

@@ -38,7 +38,7 @@ import numpy as np
 from rclpy.node import Node
 
 from ..msg import EventPacket, TrackedBox, TrackedBoxArray
-from .common import Param, ParameterError, RateLimitedWarner, declare, non_negative, one_of, positive, sensor_qos
+from .common import Param, RateLimitedWarner, declare, non_negative, one_of, positive, run_node, sensor_qos
 
 BOX_QOS_DEPTH = 200
 
@@ -83,42 +83,8 @@ def events_executor(context=None):
 
 def run_fast_node(factory, args=None) -> int:
     """:func:`dashnet_ros.nodes.common.run_node` spun by :func:`events_executor` (the
-    default executor where that is missing): same start-up errors (one line, exit code 2),
-    Ctrl-C and shutdown.  For the nodes on the 1 kHz box path."""
-    import sys
-
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    executor = None
-    try:
-        node = factory()
-        executor = events_executor()
-        if executor is None:
-            rclpy.spin(node)
-        else:
-            executor.add_node(node)
-            while rclpy.ok():
-                executor.spin_once(timeout_sec=0.1)
-    except (ParameterError, FileNotFoundError, ValueError) as e:
-        name = node.get_name() if node is not None else getattr(factory, "__name__", "node")
-        print(f"[{name}] error: {e}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            if executor is not None:
-                executor.remove_node(node)
-            close = getattr(node, "close", None)
-            if close:
-                close()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+    default executor where that is missing).  For the nodes on the 1 kHz box path."""
+    return run_node(factory, args, executor_factory=events_executor)
 
 
 def box_msgs(outputs, source: int, frame_id: str, scores=None):
