@@ -41,6 +41,7 @@ def run_record(args) -> int:
     from rclpy.node import Node
 
     from ..io import bags
+    from ..nodes.common import StopOnSignals, spin_until
 
     topics = _parse_topics(args.topics)
     if args.with_world_image:
@@ -58,8 +59,8 @@ def run_record(args) -> int:
     print(f"recording {len(topics)} topics to {writer.path}; Ctrl-C stops", file=sys.stderr)
     t_end = time.monotonic() + args.duration_s if args.duration_s > 0 else None
     try:
-        while t_end is None or time.monotonic() < t_end:
-            ex.spin_once(timeout_sec=0.1)
+        with StopOnSignals() as signals:      # Ctrl-C between callbacks, never inside a write
+            spin_until(ex, signals.stop, t_end)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -1,7 +1,9 @@
 """Shared plumbing for the node shells: parameter declaration, QoS, warnings, spin."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -89,43 +91,85 @@ class RateLimitedWarner:
             self._logger.warning(f"{text} ({n} so far)" if n > 1 else text)
 
 
+class StopOnSignals:
+    """SIGINT/SIGTERM set :attr:`stop` instead of raising ``KeyboardInterrupt`` wherever
+    the main thread happens to be.
+
+    An exception raised in the middle of a callback can leave half-written state behind
+    (a bag record with its length written and its data not: the bag is then unreadable),
+    so the spin loops check the flag between callbacks.  A second signal raises
+    ``KeyboardInterrupt`` as usual, for a node stuck in a callback.  Outside the main
+    thread (signals cannot be handled there) this does nothing.
+    """
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *_):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+def spin_until(executor, stop: threading.Event, deadline_s: float | None = None) -> None:
+    """Spin ``executor`` one callback at a time until ``stop`` is set, rclpy shuts down or
+    ``time.monotonic()`` passes ``deadline_s``."""
+    import rclpy
+
+    while rclpy.ok() and not stop.is_set() and (deadline_s is None or time.monotonic() < deadline_s):
+        executor.spin_once(timeout_sec=0.1)
+
+
 def run_node(factory, args=None, executor_factory=None) -> int:
-    """Init rclpy, build the node with ``factory()``, spin until Ctrl-C, shut down cleanly.
+    """Init rclpy, build the node with ``factory()``, spin until Ctrl-C / SIGTERM, then
+    call the node's ``close()`` (if any) and shut down cleanly.
 
     ``executor_factory()``: an executor to spin the node with (None, or a factory returning
-    None, spins with the default executor).  A :class:`ParameterError` or a missing file at
-    start is printed as one clear line and gives exit code 2.
+    None: a single-threaded executor).  Signals only set a flag checked between callbacks
+    (:class:`StopOnSignals`), so ``close()`` never runs after a half-done callback.  A
+    :class:`ParameterError` or a missing file at start is printed as one clear line and
+    gives exit code 2.
     """
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     executor = None
-    try:
-        node = factory()
-        executor = executor_factory() if executor_factory is not None else None
-        if executor is None:
-            rclpy.spin(node)
-        else:
-            # spin_once in a loop: an executor's own spin() may ignore Ctrl-C (EventsExecutor)
+    with StopOnSignals() as signals:
+        try:
+            node = factory()
+            executor = executor_factory() if executor_factory is not None else None
+            if executor is None:
+                executor = SingleThreadedExecutor()
             executor.add_node(node)
-            while rclpy.ok():
-                executor.spin_once(timeout_sec=0.1)
-    except (ParameterError, FileNotFoundError, ValueError) as e:
-        name = node.get_name() if node is not None else getattr(factory, "__name__", "node")
-        print(f"[{name}] error: {e}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            if executor is not None:
-                executor.remove_node(node)
-            close = getattr(node, "close", None)
-            if close:
-                close()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
+            spin_until(executor, signals.stop)
+        except (ParameterError, FileNotFoundError, ValueError) as e:
+            name = node.get_name() if node is not None else getattr(factory, "__name__", "node")
+            print(f"[{name}] error: {e}", file=sys.stderr)
+            return 2
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            if node is not None:
+                if executor is not None:
+                    executor.remove_node(node)
+                close = getattr(node, "close", None)
+                if close:
+                    close()
+                node.destroy_node()
+            if rclpy.ok():
+                rclpy.try_shutdown()
     return 0
