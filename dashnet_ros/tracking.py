@@ -24,6 +24,7 @@ separately (one per node).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import List, Optional
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from .davis.frames import ApsFrame, EventBatch
-from .events import concat_events
+from .events import concat_events, empty_events
 from .fusion.tcf import TCF
 from .models.ann import PRESETS as ANN_PRESETS
 from .models.ann import frame_input
@@ -40,6 +41,7 @@ from .models.arch import full_region, region_norm_to_box, search_region
 from .models.checkpoint import load_checkpoint
 from .models.snn import PRESETS as SNN_PRESETS
 from .models.snn import bin_events
+from .models.snn_engine import SNNEngine
 
 MODES = ("hybrid", "snn-origin", "ann", "ann-nat")
 
@@ -64,14 +66,14 @@ class TrackOutput:
 
 def _sane(box, width: int, height: int) -> Optional[np.ndarray]:
     """A usable reference box: finite, positive size (clamped to [2 px, frame]), centre kept
-    within the frame; None otherwise."""
-    b = np.asarray(box, dtype=np.float64).reshape(4)
-    if not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
+    within the frame; None otherwise.  (Plain float arithmetic: this runs per SNN window.)"""
+    b = np.asarray(box).reshape(4).tolist()
+    if not all(math.isfinite(v) for v in b) or b[2] <= 0 or b[3] <= 0:
         return None
-    w = float(np.clip(b[2], 2.0, width))
-    h = float(np.clip(b[3], 2.0, height))
-    cx = float(np.clip(b[0] + b[2] / 2, 0.0, width))
-    cy = float(np.clip(b[1] + b[3] / 2, 0.0, height))
+    w = min(max(b[2], 2.0), float(width))
+    h = min(max(b[3], 2.0), float(height))
+    cx = min(max(b[0] + b[2] / 2, 0.0), float(width))
+    cy = min(max(b[1] + b[3] / 2, 0.0), float(height))
     return np.array([cx - w / 2, cy - h / 2, w, h], dtype=np.float32)
 
 
@@ -94,9 +96,19 @@ class SNNRunner:
     """
 
     def __init__(self, model, preset_name: str, width: int, height: int, *, window_us: Optional[int] = None,
-                 windows_per_call: int = 1, script: bool = True):
-        # TorchScript halves the per-call overhead of the small streaming network
-        if script and hasattr(model, "scripted"):
+                 windows_per_call: int = 1, script: bool = True, engine: str = "numpy"):
+        if engine not in ("numpy", "torch"):
+            raise ValueError(f"SNN engine must be 'numpy' or 'torch', got {engine!r}")
+        # numpy engine (models/snn_engine.py): a few numpy calls per window instead of
+        # ~400 us of torch dispatch; models it cannot compile (TorchScript files, unknown
+        # layers) run in torch, where TorchScript halves the per-call overhead
+        self.engine = None
+        if engine == "numpy" and hasattr(model, "stages"):
+            try:
+                self.engine = SNNEngine.from_model(model)
+            except NotImplementedError:
+                self.engine = None
+        if self.engine is None and script and hasattr(model, "scripted"):
             model = model.scripted()
         self.model = model
         self.preset = SNN_PRESETS[preset_name]
@@ -110,7 +122,8 @@ class SNNRunner:
         # K > 1: K consecutive windows share one search region and one network call
         # (throughput up, latency up by up to K-1 windows); the outputs are still per window.
         self.windows_per_call = int(windows_per_call)
-        self._buf: List[np.ndarray] = []
+        self._ev = empty_events()      # buffered events; those before self._i are consumed
+        self._i = 0
         self._t_next: Optional[int] = None
         self.reference: Optional[np.ndarray] = None
 
@@ -124,8 +137,8 @@ class SNNRunner:
         if self.reference is None:
             raise ValueError(f"initial box {np.asarray(box).tolist()} is not a valid (x, y, w, h) box")
         self._t_next = int(t_us)
-        self._buf = []
-        self.model.reset_state()
+        self._ev, self._i = empty_events(), 0
+        (self.engine or self.model).reset_state()
 
     def _region(self) -> np.ndarray:
         if self.preset.view == "search":
@@ -145,29 +158,38 @@ class SNNRunner:
     def add_events(self, events: np.ndarray) -> None:
         """Buffer events (time-ordered, at or after the current window's start)."""
         if len(events):
-            self._buf.append(events)
+            rest = self._ev[self._i:]
+            self._ev = concat_events([rest, events]) if len(rest) else events
+            self._i = 0
+
+    def _network(self, x: np.ndarray) -> np.ndarray:
+        """``x [K, T, 2, H, W]`` -> normalised boxes ``[K, 4]`` (stateful)."""
+        if self.engine is not None:
+            return self.engine.step(x)
+        with torch.inference_mode():
+            return self.model.step_window(torch.from_numpy(x)[None])[0].numpy()
 
     def step(self, k: int = 1) -> List[TrackOutput]:
         """Run the next ``k`` windows (their events must all be buffered) on the current
         search region in one network call; one box per window."""
         t0 = self._t_next
-        ends = [t0 + (i + 1) * self.window_us for i in range(k)]
-        ev = concat_events(self._buf)
+        t_end = t0 + k * self.window_us
+        j = self._i + int(np.searchsorted(self._ev["t_us"][self._i:], t_end, side="left"))
+        ev, self._i = self._ev[self._i:j], j
         region = self._region()
-        x = np.stack([bin_events(ev, e - self.window_us, e, self.steps, region, self.preset.in_hw) for e in ends])
-        with torch.inference_mode():
-            norms = self.model.step_window(torch.from_numpy(x)[None])[0].numpy()  # [k, 4]
+        x = bin_events(ev, t0, t_end, k * self.steps, region, self.preset.in_hw)
+        norms = self._network(x.reshape((k, self.steps) + x.shape[1:]))
+        boxes = region_norm_to_box(norms, region)
         out = []
-        for t1, norm in zip(ends, norms):
-            box = region_norm_to_box(norm, region) if np.all(np.isfinite(norm)) else np.full(4, np.nan, np.float32)
+        for i in range(k):
+            box = boxes[i]
             sane = _sane(box, self.width, self.height)
             if sane is not None:
-                self.reference = sane
-                box = sane
-            out.append(TrackOutput(t1, "snn", box))
-        self._t_next = ends[-1]
-        rest = ev[ev["t_us"] >= self._t_next] if len(ev) else ev  # keep events not yet consumed
-        self._buf = [rest] if len(rest) else []
+                self.reference = box = sane
+            else:
+                box = np.full(4, np.nan, np.float32)
+            out.append(TrackOutput(t0 + (i + 1) * self.window_us, "snn", box))
+        self._t_next = t_end
         return out
 
     def push_events(self, events: np.ndarray, t_end_us: int) -> List[TrackOutput]:

@@ -88,7 +88,7 @@ def count_pipeline_ops(items, box0, snn_model, ann_model, width: int, height: in
     (per fused output: one SNN window plus the ANN's share at its frame rate)."""
     from ..tracking import ANNRunner, HybridTracker, SNNRunner
 
-    snn = SNNRunner(snn_model, snn_preset, width, height, script=False)
+    snn = SNNRunner(snn_model, snn_preset, width, height, script=False, engine="torch")  # hooks see torch calls
     ann = ANNRunner(ann_model, ann_preset, width, height)
     tr = HybridTracker(width, height, mode="hybrid", snn=snn, ann=ann)
     tr.init(box0, 0)

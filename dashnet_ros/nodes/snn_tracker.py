@@ -149,6 +149,8 @@ def setup_torch(runner, threads: int, device: str) -> None:
 
     torch.set_num_threads(int(threads))
     if torch.device(device).type != "cpu":
+        if getattr(runner, "engine", None) is not None:
+            runner.engine = None               # the numpy engine is CPU-only: torch on the device
         runner.model = OnDevice(runner.model, torch.device(device))
 
 
@@ -220,6 +222,8 @@ class InitialBox:
 
 PARAMS = torch_params("snn") + (
     Param("window_us", 0, "output window δt in microseconds (0 = the preset's, 480 µs)", non_negative),
+    Param("engine", "numpy", "SNN inference: 'numpy' (models/snn_engine.py, ~2x faster per window on a CPU) "
+                             "or 'torch' (TorchScript; used anyway on a GPU device)", one_of("numpy", "torch")),
     Param("windows_per_call", 1, "windows run per network call on one search region (throughput up, the "
                                  "region moves every this many windows); boxes are still one per window", positive),
     Param("init_box", [0.0, 0.0, 0.0, 0.0], "initial target box [x, y, w, h] in sensor pixels; all zeros = "
@@ -246,7 +250,8 @@ class SNNTrackerNode(Node):
         p = self.p = declare(self, PARAMS)
         self.warn = RateLimitedWarner(self.get_logger())
         self.runner = SNNRunner.from_file(weights_path(p["weights"]), p["preset"], 240, 180,
-                                          window_us=p["window_us"] or None, windows_per_call=p["windows_per_call"])
+                                          window_us=p["window_us"] or None, windows_per_call=p["windows_per_call"],
+                                          engine=p["engine"])
         setup_torch(self.runner, p["threads"], p["device"])
         self.window_us = self.runner.window_us
         self.first = InitialBox(self, p["init_box"])
@@ -271,7 +276,7 @@ class SNNTrackerNode(Node):
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
             f"SNN '{p['preset']}' ({p['weights']}), window {self.window_us} us x{p['windows_per_call']} per call, "
-            f"device {p['device']}, "
+            f"{'numpy engine' if self.runner.engine is not None else 'torch'}, device {p['device']}, "
             f"threads {p['threads']}, init from {self.first.origin}, follow_fused={p['follow_fused']}"
         )
 

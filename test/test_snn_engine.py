@@ -1,0 +1,121 @@
+"""The numpy streaming engine (models/snn_engine.py) computes the SNN of models/snn.py:
+same spikes and boxes in float64, the same boxes to rounding in float32, and the tracker
+runner uses it (falling back to torch for what it cannot compile)."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dashnet_ros.events import make_events
+from dashnet_ros.models.snn import PRESETS, SpikingTracker
+from dashnet_ros.models.snn_engine import SNNEngine
+from dashnet_ros.models.checkpoint import load_checkpoint
+from dashnet_ros.tracking import SNNRunner, default_weights
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _windows(n, k, t, hw, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        p = 0.0 if i % 7 == 3 else rng.uniform(0.02, 0.3)     # some windows without any event
+        out.append(((rng.random((k, t, 2) + tuple(hw)) < p) * rng.integers(1, 3, (k, t, 2) + tuple(hw))).astype(np.float64))
+    return out
+
+
+# pooling, a conv after the pool, several LIF steps per window, several windows per call
+ARCHS = [(PRESETS["fast"].arch, (32, 32), 1, 1), ("Input-MP2-8C3S1-16C3S2-FC32-FC4", (20, 24), 3, 2),
+         ("Input-8C3S2-16C3S1-FC4", (16, 16), 2, 4)]
+
+
+@pytest.mark.parametrize("arch,hw,t,k", ARCHS)
+def test_float64_engine_gives_the_torch_networks_spikes_and_boxes(arch, hw, t, k):
+    torch.manual_seed(0)
+    model = SpikingTracker(arch=arch, in_hw=hw, steps_per_window=t, dt_s=2e-4).double().eval()
+    eng = SNNEngine.from_model(model, np.float64)
+    state = None
+    n_boxes = 0
+    for x in _windows(40, k, t, hw):
+        with torch.no_grad():
+            ref, counts, state = model.forward_windows(torch.from_numpy(x)[None], state)
+        ref = ref[0].detach().numpy()
+        ref[counts[0].flatten(1).sum(1).numpy() == 0] = np.nan     # nan_when_silent
+        got = eng.step(x)
+        assert got.shape == (k, 4)
+        assert np.array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9)
+        for u_ref, u in zip(state, eng.state):
+            np.testing.assert_allclose(u, u_ref[0].detach().numpy(), rtol=1e-9, atol=1e-9)
+        n_boxes += int(np.isfinite(got[:, 0]).sum())
+    assert n_boxes > 10                       # the comparison was not only over silent windows
+    eng.reset_state()
+    assert all(np.all(u == 0) for u in eng.state)
+
+
+def test_float32_engine_matches_step_window_on_a_stream():
+    torch.manual_seed(1)
+    model = SpikingTracker.from_preset("fast").eval()
+    eng = SNNEngine.from_model(model)
+    diffs = []
+    for x in _windows(60, 1, 1, (32, 32), seed=3):
+        ref = model.step_window(torch.from_numpy(x.astype(np.float32))[None])[0].numpy()
+        got = eng.step(x.astype(np.float32))
+        assert got.dtype == np.float32
+        if np.all(np.isfinite(ref)) and np.all(np.isfinite(got)):
+            diffs.append(np.abs(got - ref).max())
+    assert len(diffs) > 30 and np.median(diffs) < 1e-5
+
+
+def test_engine_refuses_bad_input_and_unknown_layers():
+    model = SpikingTracker.from_preset("fast").eval()
+    eng = SNNEngine.from_model(model)
+    with pytest.raises(ValueError, match=r"\[K, T\]"):
+        eng.step(np.zeros((1, 2, 32, 32), np.float32))
+    model.stages[0].op.append(nn.ReLU())
+    with pytest.raises(NotImplementedError, match="ReLU"):
+        SNNEngine.from_model(model)
+
+
+def _stream(seed=0, n=4000, t1_us=12_000):
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, t1_us, n))
+    x = np.clip(60 + 10 * np.sin(t / 2000.0) + rng.normal(0, 4, n), 0, 239).astype(int)
+    y = np.clip(50 + rng.normal(0, 4, n), 0, 179).astype(int)
+    return make_events(x, y, t, rng.choice([-1, 1], n))
+
+
+def test_runner_uses_the_engine_and_matches_the_torch_runner():
+    model = load_checkpoint(default_weights("snn", "fast"), kind="snn")[0]      # the shipped network
+    ev = _stream(n=30_000)
+    outs = {}
+    for engine in ("numpy", "torch"):
+        r = SNNRunner(model, "fast", 240, 180, engine=engine)
+        assert (r.engine is not None) == (engine == "numpy")
+        r.init((50, 40, 20, 20), 0)
+        got = []
+        for i in range(0, 12_000, 1000):                         # packets of 1 ms: 2 windows each, some split
+            sel = ev[(ev["t_us"] >= i) & (ev["t_us"] < i + 1000)]
+            got += r.push_events(sel, i + 1000)
+        outs[engine] = got
+    a, b = outs["numpy"], outs["torch"]
+    assert [o.t_us for o in a] == [o.t_us for o in b] == list(range(480, 12_001, 480))
+    boxes_a, boxes_b = np.array([o.box for o in a]), np.array([o.box for o in b])
+    assert np.isfinite(boxes_a).all(axis=1).mean() > 0.5
+    np.testing.assert_allclose(boxes_a, boxes_b, atol=1e-3)
+
+
+def test_runner_falls_back_to_torch_for_a_torchscript_model():
+    model = SpikingTracker.from_preset("fast").eval()
+    r = SNNRunner(model.scripted(), "fast", 240, 180)
+    assert r.engine is None
+    r.init((50, 40, 20, 20), 0)
+    assert len(r.push_events(_stream(), 12_000)) == 12_000 // 480
+    with pytest.raises(ValueError, match="engine"):
+        SNNRunner(model, "fast", 240, 180, engine="gpu")
