@@ -205,7 +205,7 @@ def weights(out_dir: Path) -> dict:
     return dict(paths, kind="untrained")
 
 
-def make_clip(path: Path, source: str, seconds: float, interp_factor: int, seed: int) -> dict:
+def make_clip(path: Path, source: str, seconds: float, interp_factor: int, seed: int, packet_us: int = 1000) -> dict:
     """Simulate the DAVIS clip once (cached): events per packet, APS frames, ground truth."""
     if path.is_file():
         return dict(np.load(path, allow_pickle=False))
@@ -217,7 +217,7 @@ def make_clip(path: Path, source: str, seconds: float, interp_factor: int, seed:
     print(f"simulating the clip: {source}, {seconds:g} s, interp x{interp_factor} ...", flush=True)
     src = open_source(source, seed=seed, n_frames=int(round(seconds * 240)) + 1, duration_s=seconds)
     sim = DavisSimulator(src, width=W, height=H, interp_factor=interp_factor, dvs_model="pixel",
-                         aps_rate_hz=APS_RATE_HZ, batch_us=PACKET_US, seed=seed)
+                         aps_rate_hz=APS_RATE_HZ, batch_us=packet_us, seed=seed)
     # items in stream order: kind 0 = packet (t0, t1, first event, n), kind 1 = frame (t, index)
     order, ev_chunks, frames, frame_t, frame_box = [], [], [], [], []
     n_ev = 0
@@ -268,11 +268,10 @@ def clip_items(clip):
 
 def run_peer(clip, w: dict, windows_per_call: int, repeats: int = 2) -> dict:
     """HybridTracker.push over the clip (SNN + ANN + TCF, no ROS), torch threads 1; best of N."""
-    import torch
-
+    from dashnet_ros.threads import set_threads
     from dashnet_ros.tracking import HybridTracker
 
-    torch.set_num_threads(1)
+    set_threads(1)                     # torch and BLAS, as the nodes do
     items = clip_items(clip)
     first = next(it for it in items if getattr(it, "box", None) is not None)
     best = None
@@ -317,7 +316,8 @@ def play(argv) -> int:
     clip = dict(np.load(clip_path, allow_pickle=False))
     ev_all = clip_events(clip)
     order = clip["order"]
-    span_us = int(order[-1][2]) + PACKET_US
+    first_packet = next(o for o in order if o[0] == 0)
+    span_us = int(order[-1][2]) + int(first_packet[2] - first_packet[1])
     rclpy.init()
     node = Node("bench_player")
     qos = sensor_qos()
@@ -736,6 +736,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clip-s", type=float, default=3.0, help="replay: clip length in sensor seconds (looped)")
     ap.add_argument("--interp-factor", type=int, default=1, choices=(0, 1, 3, 7))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--packet-us", type=int, default=PACKET_US,
+                    help="event packet period in us (the camera driver's / davis_simulator's packet_us)")
     ap.add_argument("--factors", type=float, nargs="+", default=[1.0, 0.7, 0.5, 0.35, 0.25],
                     help="realtime factors, measured in this order")
     ap.add_argument("--warmup-s", type=float, default=2.0, help="wall seconds per factor before measuring")
@@ -761,7 +763,7 @@ def main(argv=None) -> int:
     log_dir = out.parent
     log_dir.mkdir(parents=True, exist_ok=True)
     info = {"machine": machine(), "label": a.label, "sensor": a.sensor, "source": a.source,
-            "interp_factor": a.interp_factor, "packet_us": PACKET_US, "window_us": a.window_us,
+            "interp_factor": a.interp_factor, "packet_us": a.packet_us, "window_us": a.window_us,
             "windows_per_call": a.windows_per_call, "targets": {"fused_boxes_per_s": TARGET_RATE_HZ,
                                                                 "latency_ms_p99": TARGET_P99_MS},
             "keeps_up_rule": f"boxes/s >= {KEEP_UP_RATIO:.0%} of the sensor rate, no window missing, no packet "
@@ -776,8 +778,9 @@ def main(argv=None) -> int:
         info["params"] = a.param
     w = weights(log_dir / "graph_weights")
     info["weights"] = w["kind"]
-    clip_path = log_dir / f"graph_clip_{a.source.replace(':', '_')}_{a.clip_s:g}s_x{a.interp_factor}_{a.seed}.npz"
-    clip = make_clip(clip_path, a.source, a.clip_s, a.interp_factor, a.seed)
+    packet = "" if a.packet_us == PACKET_US else f"_p{a.packet_us}"
+    clip_path = log_dir / f"graph_clip_{a.source.replace(':', '_')}_{a.clip_s:g}s_x{a.interp_factor}_{a.seed}{packet}.npz"
+    clip = make_clip(clip_path, a.source, a.clip_s, a.interp_factor, a.seed, a.packet_us)
     n_packets = int(np.sum(clip["order"][:, 0] == 0))
     n_ev = len(clip["ev_t_us"])
     info["clip"] = {"path": str(clip_path), "packets": n_packets, "frames": int(len(clip["frames"])),

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from dashnet_ros.davis.frames import ApsFrame, EventBatch  # noqa: E402
+from dashnet_ros.threads import set_threads  # noqa: E402
 from dashnet_ros.davis.stream import DavisSimulator, linear_blend  # noqa: E402
 from dashnet_ros.eval.peers import available_peers, make_peer  # noqa: E402
 from dashnet_ros.fusion.tcf import TCF  # noqa: E402
@@ -174,7 +175,7 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "trackers.json"))
     a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)             # torch and numpy's BLAS
     items, box0 = clip(a.seconds)
     r = {"machine": machine(), "clip": {"seconds": a.seconds, "source_fps": 240, "interp_factor": 7}}
     r["snn_fast_tcf_k1"] = bench_snn(items, box0, "fast", 1)

@@ -76,3 +76,25 @@ def test_history_bounded_and_bad_params():
     with pytest.raises(ValueError, match="time_scale_s"):
         TCF(time_scale_s=0)
     assert TCF.for_frame_rate(30).time_scale_s == pytest.approx(1 / 60)
+
+
+def test_fuse_equals_eq9_written_with_the_box_module():
+    """The float fast path of fuse() gives exactly eq. 9 as written with numpy and the
+    float32 conversions of dashnet_ros.boxes (the nodes' replays compare boxes bit for bit)."""
+    from dashnet_ros.boxes import cxcywh_to_xywh, xywh_to_cxcywh
+
+    rng = np.random.default_rng(5)
+    tcf = TCF(time_scale_s=1 / 60)
+    ann_t = [0, 33_333, 66_667]
+    ann = [rng.uniform(0, 200, 4).astype(np.float32) + np.float32([0, 0, 5, 5]) for _ in ann_t]
+    for t, b in zip(ann_t, ann):
+        tcf.add_ann(t, b)
+    for _ in range(300):
+        t = int(rng.integers(0, 80_000))
+        s = (rng.uniform(0, 200, 4) + [0, 0, 5, 5]).astype(rng.choice([np.float32, np.float64]))
+        got = tcf.fuse(t, s)
+        j = int(np.argmin([(abs(ta - t), ta) for ta in ann_t], axis=0)[0])
+        w = tcf_weight((ann_t[j] - t) * 1e-6, 1 / 60)
+        a = xywh_to_cxcywh(ann[j]).astype(np.float64)
+        ref = cxcywh_to_xywh(w * xywh_to_cxcywh(s).astype(np.float64) + (1 - w) * a).astype(np.float32)
+        assert got.dtype == np.float32 and np.array_equal(got, ref), (t, s, got, ref)

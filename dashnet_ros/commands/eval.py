@@ -13,12 +13,13 @@ DEFAULT_TRACKERS = "hybrid,snn-hybrid,snn-origin,ann-at,ann-at-zoh,ann-nat,KCF@a
 
 
 def run(args) -> int:
-    import torch
     from tqdm import tqdm
 
     from ..eval.harness import evaluate
 
-    torch.set_num_threads(args.threads)
+    from ..threads import set_threads
+
+    set_threads(args.threads)
     trackers = [t.strip() for t in args.trackers.split(",") if t.strip()]
     weights = {k: v for k, v in (("snn", args.snn_weights), ("ann", args.ann_weights),
                                  ("ann_nat", args.ann_nat_weights)) if v}

@@ -12,14 +12,15 @@ from ..cli import UserError
 
 def run(args) -> int:
     import numpy as np
-    import torch
 
     from ..eval.harness import ground_truth
     from ..eval.runner import open_input
     from ..tracking import HybridTracker
     from ..viz import tracking_video
 
-    torch.set_num_threads(args.threads)
+    from ..threads import set_threads
+
+    set_threads(args.threads)
     try:
         inp = open_input(args.seq, interp_factor=args.interp_factor)
         tracker = HybridTracker.from_weights(inp.width, inp.height, mode=args.mode, snn_weights=args.snn_weights,

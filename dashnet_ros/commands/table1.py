@@ -255,7 +255,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    import torch
     from tqdm import tqdm
 
     from dashnet_ros.davis import interpolation as itp
@@ -264,7 +263,9 @@ def run(args) -> int:
         raise UserError(f"--sequences must be >= 1, got {args.sequences}")
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    from ..threads import set_threads
+
+    set_threads(args.threads)
     try:
         fcn = itp.load_default_interpolator(args.weights)
     except (ValueError, FileNotFoundError) as e:

@@ -17,7 +17,6 @@ PEERS = ("KCF", "CSRT", "MOSSE", "MedianFlow", "MIL", "TLD", "Boosting")
 
 
 def run(args) -> int:
-    import torch
     from tqdm import tqdm
 
     from ..eval.harness import OUR_TRACKERS, evaluate
@@ -29,7 +28,9 @@ def run(args) -> int:
     from ..models.checkpoint import load_checkpoint
     from ..tracking import default_weights
 
-    torch.set_num_threads(args.threads)
+    from ..threads import set_threads
+
+    set_threads(args.threads)
     heldout = args.heldout or os.path.join(args.out, "heldout")
     if not os.path.isdir(heldout) or not os.listdir(heldout):
         print(f"building the held-out set in {heldout} ...")

@@ -27,13 +27,14 @@ def write_track(path: str, t_us: np.ndarray, boxes: np.ndarray, t0_us: int = 0) 
 
 
 def run(args) -> int:
-    import torch
     from tqdm import tqdm
 
     from ..eval.runner import MODE_STREAMS, open_input, track
     from ..tracking import HybridTracker
 
-    torch.set_num_threads(args.threads)
+    from ..threads import set_threads
+
+    set_threads(args.threads)
     tracker_mode, stream = MODE_STREAMS[args.mode]
     try:
         inp = open_input(args.seq, aps_rate_hz=args.aps_rate_hz, interp_factor=args.interp_factor,

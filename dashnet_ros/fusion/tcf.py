@@ -115,19 +115,26 @@ class TCF:
         return self._t[k], self._box[k]
 
     def fuse(self, t_snn_us: int, box_snn) -> np.ndarray:
-        """Fused ``(x, y, w, h)`` float32 box for an SNN output at ``t_snn_us`` (eq. 9)."""
-        s = np.asarray(box_snn, dtype=np.float64).reshape(4)
-        s_ok = bool(np.all(np.isfinite(s)))
+        """Fused ``(x, y, w, h)`` float32 box for an SNN output at ``t_snn_us`` (eq. 9).
+
+        Runs once per SNN window (2083/s), so it works on Python floats; the rounding is
+        that of the float32 box conversions (:mod:`dashnet_ros.boxes`).
+        """
+        s = np.asarray(box_snn, dtype=np.float32).reshape(4).tolist()
+        s_ok = all(map(math.isfinite, s))
         near = self.nearest_ann(t_snn_us)
         self.last_ann_t_us = None if near is None else near[0]
         if near is None or near[1] is None:
             self.last_weight = 1.0
-            return s.astype(np.float32) if s_ok else np.full(4, np.nan, np.float32)
+            return np.array(s, np.float32) if s_ok else np.full(4, np.nan, np.float32)
         t_a, a = near
         if not s_ok:
             self.last_weight = 0.0
             return cxcywh_to_xywh(a).astype(np.float32)
         w = tcf_weight((t_a - int(t_snn_us)) * 1e-6, self.time_scale_s)
         self.last_weight = w
-        h = w * xywh_to_cxcywh(s).astype(np.float64) + (1.0 - w) * a
-        return cxcywh_to_xywh(h).astype(np.float32)
+        f32 = np.float32
+        sc = (float(f32(s[0] + s[2] / 2)), float(f32(s[1] + s[3] / 2)), s[2], s[3])   # float32 centre form
+        a = a.tolist()
+        h = [float(f32(w * sc[i] + (1.0 - w) * a[i])) for i in range(4)]
+        return np.array([h[0] - h[2] / 2, h[1] - h[3] / 2, h[2], h[3]], np.float32)

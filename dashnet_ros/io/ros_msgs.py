@@ -7,6 +7,7 @@ encodings may be big-endian.  Array fields are filled with ``array.frombytes``, 
 """
 from __future__ import annotations
 
+import math
 from array import array
 
 import numpy as np
@@ -138,11 +139,11 @@ def msg_to_events(msg) -> np.ndarray:
 
 def box_to_msg(box, msg, *, t_us: int, source: int, score: float = 1.0, frame_id: str = ""):
     """Fill a ``dashnet_ros/TrackedBox`` (in place, returns msg); NaN box -> valid = False."""
-    b = np.asarray(box, dtype=np.float32).reshape(4)
-    valid = bool(np.all(np.isfinite(b)))
+    b = np.asarray(box, dtype=np.float32).reshape(4).tolist()   # Python floats: this runs per SNN window
+    valid = all(map(math.isfinite, b))
     us_to_stamp(t_us, msg.header.stamp)
     msg.header.frame_id = frame_id
-    msg.x, msg.y, msg.w, msg.h = (float(v) if valid else 0.0 for v in b)
+    msg.x, msg.y, msg.w, msg.h = b if valid else (0.0, 0.0, 0.0, 0.0)
     msg.score = float(score)
     msg.source = int(source)
     msg.valid = valid
@@ -152,7 +153,8 @@ def box_to_msg(box, msg, *, t_us: int, source: int, score: float = 1.0, frame_id
 def msg_to_box(msg) -> tuple[int, np.ndarray]:
     """``dashnet_ros/TrackedBox`` -> (t_us, box); invalid or non-finite boxes come back NaN."""
     b = np.array([msg.x, msg.y, msg.w, msg.h], dtype=np.float32)
-    if not msg.valid or not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
+    v = b.tolist()
+    if not msg.valid or not all(map(math.isfinite, v)) or v[2] <= 0 or v[3] <= 0:
         b[:] = np.nan
     return stamp_to_us(msg.header.stamp), b
 

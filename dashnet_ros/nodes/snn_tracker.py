@@ -115,7 +115,7 @@ def torch_params(kind: str):
         Param("weights", "default", f"{kind.upper()} weights file ('default' or '' = the shipped "
                                     f"dashnet_ros/weights/{kind}_<preset>.pt)"),
         Param("preset", "fast", f"{kind.upper()} preset the weights were trained with", one_of(*sorted(PRESETS))),
-        Param("threads", 1, "torch intra-op threads (torch.set_num_threads)", positive),
+        Param("threads", 1, "threads of torch (torch.set_num_threads) and of numpy's BLAS", positive),
         Param("device", "cpu", "torch device for the network: cpu, cuda or cuda:N", check_device),
     )
 
@@ -144,10 +144,13 @@ class OnDevice:
 
 
 def setup_torch(runner, threads: int, device: str) -> None:
-    """Thread count for this process; the runner's model moved to ``device`` (if not cpu)."""
+    """Thread count for this process (torch and numpy's BLAS); the runner's model moved to
+    ``device`` (if not cpu)."""
     import torch
 
-    torch.set_num_threads(int(threads))
+    from ..threads import set_threads
+
+    set_threads(threads)
     if torch.device(device).type != "cpu":
         if getattr(runner, "engine", None) is not None:
             runner.engine = None               # the numpy engine is CPU-only: torch on the device
