@@ -1,10 +1,13 @@
 """Thread pools of one process: torch's intra-op threads and the BLAS behind numpy.
 
 The SNN's numpy engine (:mod:`dashnet_ros.models.snn_engine`) multiplies small matrices
-(one window, a few hundred outputs): OpenBLAS splits those over every core and the
-threads then wait on each other and on the DDS threads (measured here: a 2x1024 @
-1024x256 product 63 µs of wall and 128 µs of CPU with 2 BLAS threads on 2 cores).  The
-nodes' and commands' ``threads`` settings therefore bound both pools.
+(one to a few windows, a few hundred outputs).  OpenBLAS splits such products over every
+core and its threads then spin waiting for each other, for torch's threads and for the
+DDS threads.  Measured here (2 cores): a 2x1024 @ 1024x256 product took 63 µs of wall and
+128 µs of CPU with 2 BLAS threads; the offline hybrid pipeline with 8 windows per call
+used 15-20 CPU-s instead of 3 for the same clip.  numpy's BLAS therefore always gets one
+thread (no product in this package is large enough to gain from more); ``threads`` sets
+torch's pool.
 """
 from __future__ import annotations
 
@@ -12,11 +15,10 @@ _limits = None
 
 
 def set_threads(n: int) -> None:
-    """Use ``n`` threads for torch and for numpy's BLAS in this process."""
+    """Use ``n`` torch threads and one BLAS thread for numpy in this process."""
     import torch
     from threadpoolctl import threadpool_limits
 
     global _limits
-    n = max(1, int(n))
-    torch.set_num_threads(n)
-    _limits = threadpool_limits(limits=n, user_api="blas")   # kept: the limit lasts while referenced
+    torch.set_num_threads(max(1, int(n)))
+    _limits = threadpool_limits(limits=1, user_api="blas")   # kept: the limit lasts while referenced

@@ -115,7 +115,7 @@ def torch_params(kind: str):
         Param("weights", "default", f"{kind.upper()} weights file ('default' or '' = the shipped "
                                     f"dashnet_ros/weights/{kind}_<preset>.pt)"),
         Param("preset", "fast", f"{kind.upper()} preset the weights were trained with", one_of(*sorted(PRESETS))),
-        Param("threads", 1, "threads of torch (torch.set_num_threads) and of numpy's BLAS", positive),
+        Param("threads", 1, "torch intra-op threads (torch.set_num_threads; numpy's BLAS always gets 1)", positive),
         Param("device", "cpu", "torch device for the network: cpu, cuda or cuda:N", check_device),
     )
 
