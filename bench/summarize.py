@@ -43,6 +43,26 @@ def trackers(d: dict) -> list:
     return lines
 
 
+def graph(name: str, d: dict) -> list:
+    m = d.get("machine", {})
+    load = (m.get("load_avg_1min_at_start"), m.get("load_avg_1min_at_end"))
+    lines = [f"Graph `{name}`: {d.get('label') or 'defaults'} ({m.get('cpu_model', '?')}, {m.get('cpu_cores', '?')} "
+             f"cores, load average {load[0]:.1f} -> {load[1]:.1f}; clip {d['clip']['events_per_s'] / 1e6:.2f} M events/s, "
+             f"{d.get('packet_us')} µs packets, windows per call {d.get('windows_per_call') or 1}):", "",
+             "| × real time | fused boxes/s | latency p50 / p99 ms | packets lost | keeps up | CPU cores per node |",
+             "|---:|---:|---:|---:|---|---|"]
+    for r in d.get("runs", []):
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in r.get("cpu_cores", {}).items())
+        lost = r.get("snn_packets_lost")
+        lines.append(f"| {r['realtime_factor']:.2f} | {r['fused_boxes_per_s']:.0f} | {r['latency_ms_p50']:.1f} / "
+                     f"{r['latency_ms_p99']:.1f} | {'?' if lost is None else lost} | {r.get('keeps_up')} | {cpu} |")
+    peer = d.get("peer")
+    if peer:
+        lines += ["", f"Peer (no ROS, same clip): {peer['fused_per_wall_s']:.0f} fused boxes per wall s, "
+                      f"{peer['cpu_us_per_fused_box']:.0f} µs CPU per box."]
+    return lines + [""]
+
+
 def generic(name: str, d: dict) -> list:
     return [f"{name}:", "", "```", json.dumps(d, indent=1, default=str)[:3000], "```", ""]
 
@@ -58,6 +78,8 @@ def main() -> int:
             lines += simulator(d)
         elif path.stem == "trackers":
             lines += trackers(d)
+        elif path.stem.startswith("graph") and "runs" in d:
+            lines += graph(path.stem, d)
         elif "summary_markdown" in d:
             lines += [d["summary_markdown"], ""]
         else:

@@ -78,6 +78,11 @@ LAUNCH_ARGS = (
     LaunchArg("snn_windows_per_call", "1", "SNN windows per network call (those an event packet completes "
                                            "run together up to this many)"),
     LaunchArg("device", "cpu", "torch device of the tracker nodes: cpu, cuda, cuda:N"),
+    LaunchArg("packet_us", "1000", "simulator: event packet period in microseconds (2000 halves the messages "
+                                   "per second; see README, graph speed)"),
+    LaunchArg("snn_fused_input", "array", "snn_tracker: re-centre on every fused box ('array', /dashnet/fused_boxes) "
+                                          "or on the rate-limited single fused box ('single', /dashnet/fused_box)"),
+    LaunchArg("fused_box_period_ms", "5.0", "fuser: at most one /dashnet/fused_box per this much sensor time"),
     LaunchArg("record", "false", "record the graph's topics into a rosbag2 (MCAP) bag (the bag_recorder node)"),
     LaunchArg("bag_path", "", "record: bag directory to create ('' = out/bags/tracking_<date>_<time>)"),
 )
@@ -113,6 +118,7 @@ NODES = (
             "aps_rate_hz": "aps_rate_hz",
             "seed": "seed",
             "closed_loop": "closed_loop",
+            "packet_us": "packet_us",
         },
         remappings=(
             ("~/events", TOPIC_EVENTS),
@@ -141,7 +147,8 @@ NODES = (
         executable="snn_tracker",
         params_file="snn_tracker.yaml",
         arg_params={"weights": "snn_weights", "follow_fused": "follow_fused", "threads": "threads",
-                    "device": "device", "windows_per_call": "snn_windows_per_call"},
+                    "device": "device", "windows_per_call": "snn_windows_per_call",
+                    "fused_input": "snn_fused_input"},
         remappings=(
             ("~/events", TOPIC_EVENTS),
             ("~/fused_box", TOPIC_FUSED_BOX),
@@ -169,7 +176,8 @@ NODES = (
         name="fuser",
         executable="fuser",
         params_file="fuser.yaml",
-        arg_params={"aps_rate_hz": "aps_rate_hz", "ann_timeout_s": "ann_timeout_s"},
+        arg_params={"aps_rate_hz": "aps_rate_hz", "ann_timeout_s": "ann_timeout_s",
+                    "single_period_ms": "fused_box_period_ms"},
         remappings=(
             ("~/snn_box", TOPIC_SNN_BOX),
             ("~/snn_boxes", TOPIC_SNN_BOXES),

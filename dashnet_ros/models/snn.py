@@ -20,12 +20,12 @@ of windows and for the TorchScript export).
 
 Two presets (:data:`PRESETS`): ``"paper"`` is the §4 string on the whole 240x180 DAVIS
 frame; ``"fast"`` is a small network on a 32x32 search window around the last box, sized
-for CPUs (2083 windows/s is the paper's rate).  For streaming speed use
-:meth:`SpikingTracker.scripted` and feed several windows per call
-(:meth:`SpikingTracker.forward_windows` / ``step_window`` with ``[B, K, T, ...]``).
-On the project's shared 2-vCPU dev machine (one torch thread, best of many calls) the
-fast preset took ~340 µs per window scripted at K=1 and ~140 µs at K=8, a window without
-events ~45 µs; the paper preset ~40-60 ms per window.
+for CPUs (2083 windows/s is the paper's rate).  For streaming on a CPU the tracker runs
+this network in :mod:`.snn_engine` (numpy, the same function without torch's per-operator
+overhead: ~170 µs per fast window against ~430 µs in torch on the 2-core development
+machine); :meth:`SpikingTracker.scripted` is the TorchScript form (export, GPUs).  Several
+windows per call (:meth:`SpikingTracker.forward_windows`, ``step_window`` with ``[B, K, T,
+...]``) trade latency for throughput; the paper preset costs ~40-60 ms per window.
 """
 from __future__ import annotations
 
