@@ -70,7 +70,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -83,6 +82,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from _machine import machine  # noqa: E402
 
 W, H = 240, 180
 PACKET_US = 1000
@@ -112,29 +113,16 @@ def _jsonable(v):
     return str(v)
 
 
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or ""
+def machine_info() -> dict:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import rclpy  # noqa: F401
         from importlib.metadata import version
 
         rclpy_v = version("ros-rclpy")
     except Exception:  # noqa: BLE001 - informative only
         rclpy_v = "?"
-    return {"cpu_model": cpu, "cpu_cores": os.cpu_count(),
-            "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "python": platform.python_version(), "torch": torch.__version__, "rclpy": rclpy_v,
-            "rmw": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)"),
-            "platform": platform.platform(), "load_avg_1min_at_start": os.getloadavg()[0]}
+    m = machine(rclpy=rclpy_v, rmw=os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)"))
+    m["load_avg_1min_at_start"] = m.pop("load_avg_1min")
+    return m
 
 
 _CLK = os.sysconf("SC_CLK_TCK")
@@ -762,7 +750,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     log_dir = out.parent
     log_dir.mkdir(parents=True, exist_ok=True)
-    info = {"machine": machine(), "label": a.label, "sensor": a.sensor, "source": a.source,
+    info = {"machine": machine_info(), "label": a.label, "sensor": a.sensor, "source": a.source,
             "interp_factor": a.interp_factor, "packet_us": a.packet_us, "window_us": a.window_us,
             "windows_per_call": a.windows_per_call, "targets": {"fused_boxes_per_s": TARGET_RATE_HZ,
                                                                 "latency_ms_p99": TARGET_P99_MS},

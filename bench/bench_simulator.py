@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ import torch  # noqa: E402
 from dashnet_ros.davis.dvs import make_dvs  # noqa: E402
 from dashnet_ros.davis.frames import ApsFrame, EventBatch, Frame, FrameSource  # noqa: E402
 from dashnet_ros.davis.stream import DavisSimulator, linear_blend  # noqa: E402
+
+from _machine import machine  # noqa: E402
 
 W, H, FPS = 240, 180, 240.0
 THRESHOLD = 0.2
@@ -258,27 +259,10 @@ def run_eventify(video: Path, c_thresh: float, repeats: int = 1) -> dict:
 
 
 # --------------------------------------------------------------------------- report
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": cpu,
-        "cpu_cores": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "opencv": cv2.__version__,
-        "platform": platform.platform(),
-        "load_avg_1min_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
+def machine_info() -> dict:
+    import cv2
+
+    return machine(opencv=cv2.__version__, load_avg_1min_at_end=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
 
 
 def row(name, wall, cpu, n_frames, n_events, clip_s, note=""):
@@ -384,7 +368,7 @@ def main(argv=None) -> int:
         "clip": {"width": W, "height": H, "fps": FPS, "frames": n_frames, "seconds": clip_s,
                  "description": clip_desc, "interp_factor": FACTOR, "threshold_log": THRESHOLD,
                  "eps": EPS},
-        "machine": dict(machine(), load_avg_1min_at_start=load_start),
+        "machine": dict(machine_info(), load_avg_1min_at_start=load_start),
         "interpolator": "linear_blend (dashnet_ros.davis.stream)",
         "fcn": fcn_note,
         "eventify": ev_info,

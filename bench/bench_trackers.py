@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,8 @@ import torch  # noqa: E402
 
 from dashnet_ros.davis.frames import ApsFrame, EventBatch  # noqa: E402
 from dashnet_ros.threads import set_threads  # noqa: E402
+
+from _machine import machine  # noqa: E402
 from dashnet_ros.davis.stream import DavisSimulator, linear_blend  # noqa: E402
 from dashnet_ros.eval.peers import available_peers, make_peer  # noqa: E402
 from dashnet_ros.fusion.tcf import TCF  # noqa: E402
@@ -48,20 +49,6 @@ from dashnet_ros.tracking import ANNRunner, HybridTracker, SNNRunner, default_we
 from dashnet_ros.world.scenes import render_sequence  # noqa: E402
 
 W, H = 240, 180
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "load_avg_1min": os.getloadavg()[0]}
 
 
 def load_or_new(kind, preset, attention=True):

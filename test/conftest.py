@@ -20,6 +20,18 @@ except ImportError:  # pragma: no cover
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts with one torch thread (a test running a command may have set more)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture
 def ros_domain(monkeypatch):
     """A fresh ROS_DOMAIN_ID for one multi-process test (children inherit it)."""

@@ -17,14 +17,6 @@ from dashnet_ros.models.checkpoint import export_torchscript, load_checkpoint, s
 TINY = "Input-8C3S2-MP2-16C3S1-FC32-FC4"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP stalls on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_paper_arch_sizes():
     specs = layer_specs(PAPER_ANN_ARCH, (180, 240), 2)

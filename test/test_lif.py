@@ -7,14 +7,6 @@ import torch
 from dashnet_ros.models.lif import LIF, RectSurrogate, lif_multistep, lif_step, spike_fn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP stalls on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _lif(**kw):
     # decay = exp(-dt/tau) = 0.5

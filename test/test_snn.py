@@ -14,14 +14,6 @@ from dashnet_ros.models.snn import PRESETS, ScriptedSpikingTracker, SpikingTrack
 TINY = "Input-8C3S2-16C3S2-FC32-FC4"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP stalls on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _events_tensor(b, k, t, hw, p=0.1, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -13,13 +13,6 @@ from dashnet_ros.models.checkpoint import load_checkpoint
 from dashnet_ros.tracking import SNNRunner, default_weights
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _windows(n, k, t, hw, seed=0):
     rng = np.random.default_rng(seed)

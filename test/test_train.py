@@ -30,13 +30,6 @@ SNN_P = SNN_PRESETS["fast"]
 ANN_P = ANN_PRESETS["fast"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _sim(seed, n_frames):
     return DavisSimulator(render_sequence(seed, n_frames), interp_factor=7, interpolator=linear_blend)

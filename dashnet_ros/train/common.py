@@ -183,3 +183,21 @@ def make_bar(total: int, initial: int, desc: str, disable: bool):
 
     return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=disable,
                 dynamic_ncols=True, mininterval=2.0)
+
+
+def module_main(kind: str, doc: str, add_arguments, run, argv=None) -> int:
+    """``python -m dashnet_ros.train.<kind>``: the options of ``dashnet train <kind>``
+    (handy under torchrun); a :class:`~dashnet_ros.cli.UserError` is one line and exit 2."""
+    import argparse
+    import sys
+
+    from ..cli import UserError
+
+    p = argparse.ArgumentParser(prog=f"python -m dashnet_ros.train.{kind}", description=doc.split("\n\n")[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"dashnet train {kind}: error: {e}", file=sys.stderr)
+        return 2

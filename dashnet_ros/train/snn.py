@@ -318,19 +318,9 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     """``python -m dashnet_ros.train.snn`` (same options as ``dashnet train snn``; handy under torchrun)."""
-    import argparse
-    import sys
+    from .common import module_main
 
-    from ..cli import UserError
-
-    p = argparse.ArgumentParser(prog="python -m dashnet_ros.train.snn", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"dashnet train snn: error: {e}", file=sys.stderr)
-        return 2
+    return module_main("snn", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
