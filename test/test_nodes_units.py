@@ -221,6 +221,31 @@ def test_snn_tracker_initialises_from_the_first_ground_truth_only(h, weights):
     assert not node.initialised and node.warn.counts["time"] == 1
 
 
+def test_snn_tracker_starts_at_the_ground_truth_instant_even_if_it_arrives_after_packets(h, weights):
+    """DDS may deliver the first event packets before the ground-truth box they follow: the
+    node keeps them and starts its windows at the box's instant (as a bag replay, which
+    delivers in another order, does too)."""
+    from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
+
+    node = h.add(SNNTrackerNode, weights=weights["snn"])
+    pub = h.pub(EventPacket, "/snn_tracker/events", sensor_qos())
+    gt = h.pub(TrackedBox, "/snn_tracker/ground_truth", 10)
+    out = h.sub(TrackedBox, "/snn_tracker/box")
+    h.connect(pub, gt)
+    for k in range(2):
+        pub.publish(packet(k * 1000, (k + 1) * 1000))
+    h.spin(0.5)
+    assert out == [] and not node.initialised and len(node.early) == 2
+    gt.publish(box_msg(200, [90, 60, 30, 40], TrackedBox.SOURCE_GROUND_TRUTH))
+    assert h.spin(3, until=lambda: gt.get_subscription_count() == 0)
+    for k in range(2, 5):
+        pub.publish(packet(k * 1000, (k + 1) * 1000))
+    assert h.spin(5, until=lambda: len(out) >= 9)
+    t = np.array([us(m) for m in out])
+    assert node.init_t_us == 200 and t[0] == 200 + 480 and np.all(np.diff(t) == 480)
+    assert node.early == []
+
+
 def test_snn_search_region_follows_new_fused_boxes(h, weights):
     from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
 

@@ -493,7 +493,7 @@ TRACKER_NODES = ("snn_tracker", "ann_tracker", "fuser")
 
 def replay_deterministic(path: str, *, mode: str = "closed", launch_args: Optional[dict] = None,
                          nodes: Iterable[str] = TRACKER_NODES, progress=None,
-                         trace: Optional[Callable] = None) -> dict:
+                         trace: Optional[Callable] = None, ground_truth_from_us: Optional[int] = None) -> dict:
     """Drive the tracker nodes (their own classes and code) with a bag, deterministically.
 
     The nodes are built in this process with exactly the parameters, parameter files and
@@ -516,6 +516,11 @@ def replay_deterministic(path: str, *, mode: str = "closed", launch_args: Option
       fused box for the SNN) arrived within about a millisecond, the node may have taken
       them the other way round, and from there a stateful node (the SNN) differs.
 
+    ``ground_truth_from_us``: deliver only ground-truth boxes stamped at or after this
+    sensor time.  A live node initialises from the first ground-truth box *it* received;
+    when its subscription was matched late (discovery under load) that is a later box than
+    the bag's first, and the replay must start from the same one.
+
     Returns ``{topic: [rclpy messages]}`` of what the nodes published.  ``trace(topic,
     msg)`` is called for every delivered message, in delivery order.
     """
@@ -525,6 +530,7 @@ def replay_deterministic(path: str, *, mode: str = "closed", launch_args: Option
     from rclpy.serialization import deserialize_message
 
     from ..commands import launch as launch_cmd
+    from .ros_msgs import stamp_to_us
 
     if mode not in ("closed", "forced"):
         raise ValueError(f"mode must be 'closed' or 'forced', got {mode!r}")
@@ -559,7 +565,11 @@ def replay_deterministic(path: str, *, mode: str = "closed", launch_args: Option
         classes = {t: msg_class(info["topics"][t]["type"]) for t in feed}
         total = sum(info["topics"][t]["count"] for t in feed)
         for i, m in enumerate(read_bag(path, feed)):
-            wire.deliver(m.topic, deserialize_message(m.data, classes[m.topic]))
+            msg = deserialize_message(m.data, classes[m.topic])
+            if (ground_truth_from_us is not None and m.topic == graph.TOPIC_GROUND_TRUTH
+                    and stamp_to_us(msg.header.stamp) < ground_truth_from_us):
+                continue
+            wire.deliver(m.topic, msg)
             if progress:
                 progress(i + 1, total)
         return wire.log

@@ -37,6 +37,7 @@ import math
 import numpy as np
 from rclpy.node import Node
 
+from ..events import concat_events
 from ..msg import EventPacket, TrackedBox, TrackedBoxArray
 from .common import Param, RateLimitedWarner, declare, non_negative, one_of, positive, run_node, sensor_qos
 
@@ -261,6 +262,7 @@ class SNNTrackerNode(Node):
         self.initialised = False
         self.init_t_us = None
         self.last_end_us = None
+        self.early = []                # (t0_us, events) of packets received before the initial box
         self.fused = None              # (t_us, box) of the latest fused box
         self.fused_new = False
         self.frame_id = ""
@@ -298,8 +300,8 @@ class SNNTrackerNode(Node):
     def _restart(self, reason: str) -> None:
         self.warn("time", f"{reason}: SNN state reset, initialising again")
         self.counts["resets"] += 1
-        self.runner.model.reset_state()
         self.initialised = False
+        self.early = []
         self.fused, self.fused_new = None, False
         self.first.reset()
 
@@ -352,11 +354,19 @@ class SNNTrackerNode(Node):
                 self.runner.init(self.runner.reference, t0)
         start = self.last_end_us if self.last_end_us is not None and self.last_end_us <= t0 else t0
         self.last_end_us = t1
-        if not self.initialised and not self._try_init(start, t1):
-            return
-        # The runner copies its whole event buffer at every step: hand it only the events of
-        # the windows each step runs (same events per window, no quadratic copying when a
-        # packet completes many windows).
+        if not self.initialised:
+            # Packets that arrive before the initial (ground-truth) box are kept for up to
+            # max_gap_ms, so the windows start at the box's instant whichever message DDS
+            # delivered first (a bag replay then gives the same windows as the live run).
+            self.early = [(a, e) for a, e in self.early if t1 - a <= self.p["max_gap_ms"] * 1000]
+            self.early.append((start, ev))
+            if not self._try_init(self.early[0][0], t1):
+                return
+            ev = concat_events([e for _, e in self.early])
+            ev = ev[ev["t_us"] >= self.init_t_us]
+            self.early = []
+        # hand the runner the events of the windows each step runs (no copying of events of
+        # later windows when a packet completes many)
         t_ev = np.ascontiguousarray(ev["t_us"])
         pos = int(np.searchsorted(t_ev, self.runner.next_window_end_us - self.window_us, side="left"))
         outs = []
