@@ -193,7 +193,8 @@ def test_snn_tracker_publishes_a_box_per_window_and_survives_bad_packets(h, weig
     assert len(t_new) >= 3 and np.all(np.diff(t_new) == 480)
 
 
-def test_snn_tracker_initialises_from_the_first_ground_truth_only(h, weights):
+def _snn_initialised_by_ground_truth(h, weights):
+    """An snn_tracker without init_box, its events and ground-truth publishers, its boxes."""
     from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
 
     node = h.add(SNNTrackerNode, weights=weights["snn"])
@@ -201,6 +202,11 @@ def test_snn_tracker_initialises_from_the_first_ground_truth_only(h, weights):
     gt = h.pub(TrackedBox, "/snn_tracker/ground_truth", 10)
     out = h.sub(TrackedBox, "/snn_tracker/box")
     h.connect(pub, gt)
+    return node, pub, gt, out
+
+
+def test_snn_tracker_initialises_from_the_first_ground_truth_only(h, weights):
+    node, pub, gt, out = _snn_initialised_by_ground_truth(h, weights)
     for k in range(3):
         pub.publish(packet(k * 1000, (k + 1) * 1000))
     gt.publish(box_msg(500, [np.nan] * 4, TrackedBox.SOURCE_GROUND_TRUTH))      # target not visible
@@ -225,13 +231,7 @@ def test_snn_tracker_starts_at_the_ground_truth_instant_even_if_it_arrives_after
     """DDS may deliver the first event packets before the ground-truth box they follow: the
     node keeps them and starts its windows at the box's instant (as a bag replay, which
     delivers in another order, does too)."""
-    from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
-
-    node = h.add(SNNTrackerNode, weights=weights["snn"])
-    pub = h.pub(EventPacket, "/snn_tracker/events", sensor_qos())
-    gt = h.pub(TrackedBox, "/snn_tracker/ground_truth", 10)
-    out = h.sub(TrackedBox, "/snn_tracker/box")
-    h.connect(pub, gt)
+    node, pub, gt, out = _snn_initialised_by_ground_truth(h, weights)
     for k in range(2):
         pub.publish(packet(k * 1000, (k + 1) * 1000))
     h.spin(0.5)
