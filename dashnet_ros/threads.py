@@ -15,10 +15,18 @@ _limits = None
 
 
 def set_threads(n: int) -> None:
-    """Use ``n`` torch threads and one BLAS thread for numpy in this process."""
+    """Use ``n`` torch threads and one BLAS thread for numpy in this process.
+
+    The BLAS limit needs ``threadpoolctl`` (in requirements.txt; it has no rosdep key, so
+    on a ROS 2 install ``pip install threadpoolctl``); without it only torch's pool is set
+    (``OPENBLAS_NUM_THREADS=1`` in the environment does the same for numpy).
+    """
     import torch
-    from threadpoolctl import threadpool_limits
 
     global _limits
     torch.set_num_threads(max(1, int(n)))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
     _limits = threadpool_limits(limits=1, user_api="blas")   # kept: the limit lasts while referenced

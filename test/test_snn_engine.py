@@ -112,3 +112,19 @@ def test_runner_falls_back_to_torch_for_a_torchscript_model():
     assert len(r.push_events(_stream(), 12_000)) == 12_000 // 480
     with pytest.raises(ValueError, match="engine"):
         SNNRunner(model, "fast", 240, 180, engine="gpu")
+
+
+def test_set_threads_sets_torch_and_pins_numpys_blas_to_one_thread(monkeypatch):
+    import sys
+
+    from threadpoolctl import threadpool_info
+
+    from dashnet_ros import threads
+
+    threads.set_threads(2)
+    assert torch.get_num_threads() == 2
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)     # not installed (a ROS 2 machine)
+    threads.set_threads(1)
+    assert torch.get_num_threads() == 1
