@@ -64,8 +64,8 @@ class TrackOutput:
     box: np.ndarray
 
 
-def _sane(box, width: int, height: int) -> Optional[np.ndarray]:
-    """A usable reference box: finite, positive size (clamped to [2 px, frame]), centre kept
+def sane_box(box, width: int, height: int) -> Optional[np.ndarray]:
+    """A usable reference box (what the runners re-centre on; the snn_tracker node too): finite, positive size (clamped to [2 px, frame]), centre kept
     within the frame; None otherwise.  (Plain float arithmetic: this runs per SNN window.)"""
     b = np.asarray(box).reshape(4).tolist()
     if not all(math.isfinite(v) for v in b) or b[2] <= 0 or b[3] <= 0:
@@ -107,7 +107,7 @@ class SNNRunner:
             try:
                 self.engine = SNNEngine.from_model(model)
             except NotImplementedError:
-                self.engine = None
+                pass
         if self.engine is None and script and hasattr(model, "scripted"):
             model = model.scripted()
         self.model = model
@@ -133,7 +133,7 @@ class SNNRunner:
         return cls(model, preset, width, height, **kw)
 
     def init(self, box, t_us: int) -> None:
-        self.reference = _sane(box, self.width, self.height)
+        self.reference = sane_box(box, self.width, self.height)
         if self.reference is None:
             raise ValueError(f"initial box {np.asarray(box).tolist()} is not a valid (x, y, w, h) box")
         self._t_next = int(t_us)
@@ -156,7 +156,8 @@ class SNNRunner:
         return max(0, (int(t_end_us) - (self.next_window_end_us - self.window_us)) // self.window_us)
 
     def add_events(self, events: np.ndarray) -> None:
-        """Buffer events (time-ordered, at or after the current window's start)."""
+        """Buffer events (time-ordered, after those already buffered; events before the
+        current window are never binned)."""
         if len(events):
             rest = self._ev[self._i:]
             self._ev = concat_events([rest, events]) if len(rest) else events
@@ -183,7 +184,7 @@ class SNNRunner:
         out = []
         for i in range(k):
             box = boxes[i]
-            sane = _sane(box, self.width, self.height)
+            sane = sane_box(box, self.width, self.height)
             if sane is not None:
                 self.reference = box = sane
             else:
@@ -226,10 +227,10 @@ class ANNRunner:
         return cls(model, preset, width, height, attention)
 
     def init(self, box) -> None:
-        self.last_box = _sane(box, self.width, self.height)
+        self.last_box = sane_box(box, self.width, self.height)
 
     def update(self, image: np.ndarray, feedback_box=None) -> np.ndarray:
-        fb = _sane(feedback_box, self.width, self.height) if feedback_box is not None else None
+        fb = sane_box(feedback_box, self.width, self.height) if feedback_box is not None else None
         if self.preset.view == "search":
             ref = fb if fb is not None else self.last_box
             region = search_region(ref, self.preset.search_scale) if ref is not None else full_region((self.height, self.width))
@@ -240,7 +241,7 @@ class ANNRunner:
         with torch.inference_mode():
             norm = self.model(torch.from_numpy(x)[None])[0].numpy()
         box = region_norm_to_box(norm, region)
-        sane = _sane(box, self.width, self.height)
+        sane = sane_box(box, self.width, self.height)
         box = sane if sane is not None else np.full(4, np.nan, np.float32)
         if sane is not None:
             self.last_box = sane
@@ -282,7 +283,7 @@ class HybridTracker:
 
     def init(self, box, t_us: int) -> None:
         """Start tracking the target in ``box`` (x, y, w, h stream pixels) at sensor time ``t_us``."""
-        b = _sane(box, self.width, self.height)
+        b = sane_box(box, self.width, self.height)
         if b is None:
             raise ValueError(f"initial box {np.asarray(box).tolist()} is not a valid (x, y, w, h) box")
         self.fused = b
@@ -318,7 +319,7 @@ class HybridTracker:
             self.snn.reference = self.fused
             for o in self.snn.step(min(self.snn.windows_ready(batch.t1_us), self.snn.windows_per_call)):
                 fused = self.tcf.fuse(o.t_us, o.box)
-                sane = _sane(fused, self.width, self.height)
+                sane = sane_box(fused, self.width, self.height)
                 if sane is not None:
                     self.fused = sane
                 outs += [o, TrackOutput(o.t_us, "fused", fused)]
@@ -340,7 +341,7 @@ class HybridTracker:
         if self.mode == "hybrid" and np.all(np.isfinite(box)):
             # the fused estimate at the frame instant is the ANN's (w = 0 at D = 0)
             fused = self.tcf.fuse(frame.t_us, self.fused)
-            sane = _sane(fused, self.width, self.height)
+            sane = sane_box(fused, self.width, self.height)
             if sane is not None:
                 self.fused = sane
         return outs

@@ -158,18 +158,6 @@ def setup_torch(runner, threads: int, device: str) -> None:
         runner.model = OnDevice(runner.model, torch.device(device))
 
 
-def reference_box(box, width: int, height: int):
-    """A usable search-region centre (as the core's runners keep): finite, size clamped to
-    [2 px, frame], centre clamped into the frame; None for a NaN or sizeless box."""
-    b = np.asarray(box, dtype=np.float64).reshape(4)
-    if not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
-        return None
-    w, h = min(max(b[2], 2.0), width), min(max(b[3], 2.0), height)
-    cx = min(max(b[0] + b[2] / 2, 0.0), width)
-    cy = min(max(b[1] + b[3] / 2, 0.0), height)
-    return np.array([cx - w / 2, cy - h / 2, w, h], np.float32)
-
-
 class InitialBox:
     """The one initial target box of a tracker node (HybridTracker.init): the ``init_box``
     parameter, or else the first valid box on ``~/ground_truth``; that subscription is
@@ -363,22 +351,15 @@ class SNNTrackerNode(Node):
             if not self._try_init(self.early[0][0], t1):
                 return
             ev = concat_events([e for _, e in self.early])
-            ev = ev[ev["t_us"] >= self.init_t_us]
             self.early = []
-        # hand the runner the events of the windows each step runs (no copying of events of
-        # later windows when a packet completes many)
-        t_ev = np.ascontiguousarray(ev["t_us"])
-        pos = int(np.searchsorted(t_ev, self.runner.next_window_end_us - self.window_us, side="left"))
+        # the runner bins only each window's own events (earlier ones are skipped, later
+        # ones stay buffered for the windows that end in a later packet)
+        self.runner.add_events(ev)
         outs = []
         while self.runner.windows_ready(t1):
             self._follow_fused(self.runner.next_window_end_us - self.window_us)
-            k = min(self.runner.windows_ready(t1), self.runner.windows_per_call)
-            end = int(np.searchsorted(t_ev, self.runner.next_window_end_us + (k - 1) * self.window_us, side="left"))
-            self.runner.add_events(ev[pos:end])
-            pos = end
-            outs += self.runner.step(k)
+            outs += self.runner.step(min(self.runner.windows_ready(t1), self.runner.windows_per_call))
             self.counts["calls"] += 1
-        self.runner.add_events(ev[pos:])  # the part of a window that ends in a later packet
         if outs:
             self._publish(outs)
 
@@ -423,7 +404,9 @@ class SNNTrackerNode(Node):
         t_f, box = self.fused
         if t_f < self.init_t_us or window_start_us - t_f > self.p["fused_max_age_ms"] * 1000:
             return
-        ref = reference_box(box, self.runner.width, self.runner.height)
+        from ..tracking import sane_box
+
+        ref = sane_box(box, self.runner.width, self.runner.height)
         if ref is not None:
             self.runner.reference = ref
 
@@ -431,9 +414,9 @@ class SNNTrackerNode(Node):
 def main(args=None) -> int:
     import torch
 
-    # The SNN's convolutions are tiny: oneDNN's path is no faster for one window and slower
-    # for a batch of windows_per_call > 1 (fast preset, 2 windows: 0.53-0.59 ms per call
-    # against 0.81-1.07 ms on this CPU).  This process runs nothing else.
+    # With engine 'torch' the SNN's convolutions are tiny: oneDNN's path is no faster for
+    # one window and slower for a batch of windows_per_call > 1 (fast preset, 2 windows:
+    # 0.53-0.59 ms per call against 0.81-1.07 ms on this CPU).  This process runs nothing else.
     torch.backends.mkldnn.enabled = False
     return run_fast_node(SNNTrackerNode, args)
 
