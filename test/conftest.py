@@ -38,3 +38,14 @@ def ros_domain(monkeypatch):
     dom = str(random.randint(120, 220))
     monkeypatch.setenv("ROS_DOMAIN_ID", dom)
     return dom
+
+
+@pytest.fixture
+def rclpy_context(ros_domain):
+    """An rclpy context of its own (in a fresh ROS domain), shut down afterwards."""
+    import rclpy
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    ctx.try_shutdown()

@@ -51,14 +51,6 @@ def _box_msg(t_us, box=(10.5, 20.25, 30.0, 40.0), source=TrackedBox.SOURCE_FUSED
                          frame_id="davis")
 
 
-@pytest.fixture
-def ctx(ros_domain):
-    c = rclpy.Context()
-    rclpy.init(context=c)
-    yield c
-    c.try_shutdown()
-
-
 # --------------------------------------------------------------------------- types and files
 
 def test_type_hashes_and_definitions_match_the_colcon_build():
@@ -191,7 +183,8 @@ def _wait(cond, timeout):
     return cond()
 
 
-def test_recorder_writes_what_the_graph_publishes(ctx, tmp_path):
+def test_recorder_writes_what_the_graph_publishes(rclpy_context, tmp_path):
+    ctx = rclpy_context
     src = Node("src", context=ctx)
     rec_node = Node("rec", context=ctx)
     pub_ev = src.create_publisher(EventPacket, graph.TOPIC_EVENTS, 100)
@@ -226,7 +219,8 @@ def _timed_bag(path, n=8, step_ms=60):
             w.write_msg(graph.TOPIC_FUSED_BOX, 5_000_000_000 + k * step_ms * 1_000_000, _box_msg(k * 480, (k, 2, 3, 4)))
 
 
-def test_player_keeps_the_recorded_timing_scaled_by_rate_and_loops(ctx, tmp_path):
+def test_player_keeps_the_recorded_timing_scaled_by_rate_and_loops(rclpy_context, tmp_path):
+    ctx = rclpy_context
     path = str(tmp_path / "timed")
     _timed_bag(path, n=8, step_ms=60)
     node = Node("player", context=ctx)
@@ -387,10 +381,11 @@ def test_played_bag_drives_the_snn_node_and_a_loop_restarts_it(ros_domain, senso
     assert 1 <= round(k) <= 4 and abs(k - round(k)) * 1e6 / 30 <= 1
 
 
-def test_recorder_node_stopped_by_sigint_while_flooded_writes_a_readable_bag(ctx, tmp_path):
+def test_recorder_node_stopped_by_sigint_while_flooded_writes_a_readable_bag(rclpy_context, tmp_path):
     """Ctrl-C lands while the recorder is busy writing (messages arriving back to back):
     the signal only stops the spin loop between callbacks, so the last chunk is never cut
     inside a record and every message counted in the metadata can be read back."""
+    ctx = rclpy_context
     import signal
     import subprocess
 

@@ -17,14 +17,6 @@ from dashnet_ros.msg import EventPacket, TrackedBox
 from dashnet_ros.nodes.common import sensor_qos
 
 
-@pytest.fixture
-def rclpy_context(ros_domain):
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
-
-
 def _collect(ctx, seconds, until=None):
     node = Node("test_listener", context=ctx)
     got = {"events": [], "images": [], "gt": []}

@@ -16,9 +16,8 @@ from dashnet_ros.cli import UserError
 from dashnet_ros.commands import demo
 from dashnet_ros.io import bags
 from dashnet_ros.nodes.monitor import LiveStats, VideoMaterial
-from dashnet_ros.tracking import default_weights
 
-from test_nodes_units import make_weights
+from test_nodes_units import shipped_or_test_weights
 
 REALTIME_FACTOR = 0.1
 DURATION_S = 0.3
@@ -107,11 +106,7 @@ def test_missing_weights_say_how_to_get_them(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    shipped = default_weights("snn"), default_weights("ann")
-    if all(os.path.isfile(w) for w in shipped):
-        w = {"snn": shipped[0], "ann": shipped[1]}
-    else:
-        w = make_weights(str(tmp_path_factory.mktemp("demo_weights")))
+    w = shipped_or_test_weights(tmp_path_factory)
     mp = pytest.MonkeyPatch()
     mp.setenv("ROS_DOMAIN_ID", str(np.random.default_rng().integers(120, 220)))
     out = str(tmp_path_factory.mktemp("demo"))

@@ -28,9 +28,8 @@ from dashnet_ros import graph
 from dashnet_ros.commands import launch
 from dashnet_ros.msg import EventPacket, TrackedBox, TrackedBoxArray
 from dashnet_ros.nodes.common import sensor_qos
-from dashnet_ros.tracking import default_weights
 
-from test_nodes_units import box_msg, image_msg, make_weights, packet, us
+from test_nodes_units import box_msg, image_msg, packet, shipped_or_test_weights, us
 
 REALTIME_FACTOR = 0.05      # sensor seconds per wall second; the SNN alone needs ~1.2 ms CPU per 480 us window
 ANN_TIMEOUT_S = 0.1         # of sensor time: 2 s of wall time at this factor
@@ -89,11 +88,7 @@ def _children(procs, name):
 
 @pytest.fixture(scope="module")
 def running_graph(tmp_path_factory):
-    shipped = default_weights("snn"), default_weights("ann")
-    if all(os.path.isfile(w) for w in shipped):
-        w = {"snn": shipped[0], "ann": shipped[1]}
-    else:
-        w = make_weights(str(tmp_path_factory.mktemp("graph_weights")))
+    w = shipped_or_test_weights(tmp_path_factory)
     mp = pytest.MonkeyPatch()
     mp.setenv("ROS_DOMAIN_ID", str(random.randint(120, 220)))
     log_path = tmp_path_factory.mktemp("graph_log") / "graph.log"

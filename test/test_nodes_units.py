@@ -41,6 +41,16 @@ def make_weights(directory) -> dict:
     return out
 
 
+def shipped_or_test_weights(tmp_path_factory) -> dict:
+    """The shipped fast weights when the package has them, else :func:`make_weights`."""
+    from dashnet_ros.tracking import default_weights
+
+    shipped = {"snn": default_weights("snn"), "ann": default_weights("ann")}
+    if all(os.path.isfile(w) for w in shipped.values()):
+        return shipped
+    return make_weights(str(tmp_path_factory.mktemp("weights")))
+
+
 def params(**kw):
     return [Parameter(k, value=v) for k, v in kw.items()]
 
