@@ -34,12 +34,12 @@ class _Conv:
     """Conv2d without bias as an im2col gather + matrix product over ``[N, C, H, W]``."""
 
     def __init__(self, conv: nn.Conv2d, in_shape, dtype):
+        if conv.groups != 1 or conv.dilation != (1, 1) or conv.bias is not None or isinstance(conv.padding, str):
+            raise NotImplementedError("only plain Conv2d layers without bias")
         c, h, w = in_shape
         kh, kw = conv.kernel_size
         sh, sw = conv.stride
-        ph, pw = conv.padding if isinstance(conv.padding, tuple) else (conv.padding, conv.padding)
-        if conv.groups != 1 or conv.dilation != (1, 1) or conv.bias is not None or isinstance(conv.padding, str):
-            raise NotImplementedError("only plain Conv2d layers without bias")
+        ph, pw = conv.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         # idx[c*kh*kw, ho*wo]: flat input position read by each (weight tap, output pixel);
         # positions in the padding read index c*h*w, a slot kept at zero
@@ -151,12 +151,13 @@ class SNNEngine:
     def reset_state(self) -> None:
         self._state = None
 
+    def _at_rest(self) -> List[np.ndarray]:
+        return [np.full(shape, self.u_rest, self.dtype) for _, shape in self.stages]
+
     @property
     def state(self) -> List[np.ndarray]:
         """Membrane potentials per stage (copies), at rest before the first window."""
-        if self._state is None:
-            return [np.full(shape, self.u_rest, self.dtype) for _, shape in self.stages]
-        return [u.copy() for u in self._state]
+        return self._at_rest() if self._state is None else [u.copy() for u in self._state]
 
     def step(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, self.dtype)
@@ -164,7 +165,7 @@ class SNNEngine:
             raise ValueError(f"SNN engine input must be [K, T] + {list(self.in_shape)}, got {list(x.shape)}")
         k, t = x.shape[:2]
         if self._state is None:
-            self._state = [np.full(shape, self.u_rest, self.dtype) for _, shape in self.stages]
+            self._state = self._at_rest()
         s = x.reshape((k * t,) + self.in_shape)
         decay, v_th, u_rest = self.decay, self.v_th, self.u_rest
         for i, (ops, shape) in enumerate(self.stages):
