@@ -26,8 +26,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from ..msg import TrackedBox
-from .common import Param, RateLimitedWarner, declare, positive, run_node, sensor_qos
-from .snn_tracker import BOX_QOS_DEPTH, InitialBox, check_box_param, setup_torch, torch_params, weights_path
+from .common import BOX_QOS_DEPTH, Param, RateLimitedWarner, declare, positive, run_node, sensor_qos
+from .snn_tracker import InitialBox, check_box_param, setup_torch, torch_params, weights_path
 
 PARAMS = torch_params("ann") + (
     Param("attention", True, "use the attention channel (false = ANN-NAT weights, no feedback)"),

@@ -31,8 +31,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
 from ..msg import TrackedBox, TrackedBoxArray
-from .common import Param, RateLimitedWarner, declare, non_negative, one_of, positive
-from .snn_tracker import BOX_QOS_DEPTH, box_msgs, run_fast_node
+from .common import (BOX_QOS_DEPTH, Param, RateLimitedWarner, box_msgs, declare, non_negative, one_of, positive,
+                     run_fast_node)
 
 PARAMS = (
     Param("aps_rate_hz", 30.0, "APS frame rate; the TCF time scale is half its frame interval", positive),

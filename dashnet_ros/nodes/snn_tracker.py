@@ -39,9 +39,9 @@ from rclpy.node import Node
 
 from ..events import concat_events
 from ..msg import EventPacket, TrackedBox, TrackedBoxArray
-from .common import Param, RateLimitedWarner, declare, non_negative, one_of, positive, run_node, sensor_qos
+from .common import (BOX_QOS_DEPTH, Param, RateLimitedWarner, box_msgs, declare, non_negative, one_of, positive,
+                     run_fast_node, sensor_qos)
 
-BOX_QOS_DEPTH = 200
 
 
 def check_device(v):
@@ -64,45 +64,6 @@ def check_box_param(v):
     if any(v) and (v[2] <= 0 or v[3] <= 0):
         return "w and h must be > 0 (or all four zero: take the first ground-truth box)"
     return None
-
-
-def events_executor(context=None):
-    """rclpy's EventsExecutor (a C++ event queue), or None where this rclpy has none.
-
-    Measured here (2 shared cores, one TrackedBox per 0.5 ms across processes): ~150 µs of
-    CPU per received message against ~420 µs with the SingleThreadedExecutor of
-    ``rclpy.spin``.  It must be spun with ``spin_once(timeout_sec=...)``: its ``spin()``
-    holds the GIL while waiting (other Python threads starve and Ctrl-C is not seen), and
-    it does not pass ``MessageInfo`` to two-argument callbacks.
-    """
-    try:
-        from rclpy.experimental import EventsExecutor
-    except ImportError:  # rclpy before Kilted
-        return None
-    return EventsExecutor(context=context)
-
-
-def run_fast_node(factory, args=None) -> int:
-    """:func:`dashnet_ros.nodes.common.run_node` spun by :func:`events_executor` (the
-    default executor where that is missing).  For the nodes on the 1 kHz box path."""
-    return run_node(factory, args, executor_factory=events_executor)
-
-
-def box_msgs(outputs, source: int, frame_id: str, scores=None):
-    """``TrackedBox`` messages for ``(t_us, box)`` pairs (NaN or sizeless box = not valid),
-    and the ``TrackedBoxArray`` holding them (header = the last box's stamp)."""
-    from ..io import ros_msgs as rm
-
-    msgs = []
-    for i, (t_us, box) in enumerate(outputs):
-        msgs.append(rm.box_to_msg(box, TrackedBox(), t_us=t_us, source=source, frame_id=frame_id,
-                                  score=1.0 if scores is None else scores[i]))
-    arr = TrackedBoxArray()
-    if msgs:
-        arr.header.stamp = msgs[-1].header.stamp
-    arr.header.frame_id = frame_id
-    arr.boxes = msgs
-    return msgs, arr
 
 
 def torch_params(kind: str):

@@ -26,8 +26,7 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
 
 from ..msg import TrackedBox
-from .common import Param, RateLimitedWarner, declare, non_negative, positive
-from .snn_tracker import BOX_QOS_DEPTH, run_fast_node
+from .common import BOX_QOS_DEPTH, Param, RateLimitedWarner, declare, non_negative, positive, run_fast_node
 
 
 def _in(lo, hi, lo_open=False):
