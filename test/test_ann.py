@@ -34,13 +34,13 @@ def test_paper_arch_sizes():
 @pytest.mark.parametrize("attention", [True, False])
 def test_preset_shapes(name, attention):
     m = FrameTracker.from_preset(name, attention=attention).eval()
-    c = 2 if attention else 1
+    c = (2 if attention else 1) + PRESETS[name].templates
     assert m.in_channels == c
     with torch.no_grad():
         out = m(torch.rand(2, c, *PRESETS[name].in_hw))
     assert out.shape == (2, 4) and torch.all(torch.isfinite(out))
     with pytest.raises(RuntimeError):
-        m(torch.rand(1, 3 - c, *PRESETS[name].in_hw))
+        m(torch.rand(1, c + 1, *PRESETS[name].in_hw))
 
 
 def test_channels_last_gives_the_same_outputs():
@@ -137,3 +137,42 @@ def test_checkpoint_and_torchscript_round_trip(tmp_path):
     cut.write_bytes(data[:-200])
     with pytest.raises(ValueError, match=r"cut_ts\.pt.*truncated"):
         load_checkpoint(cut)
+
+
+def test_ncc_channel_peaks_where_the_template_is():
+    from dashnet_ros.models.template import ncc_map, template_channels, template_patch
+
+    rng = np.random.default_rng(0)
+    frame = rng.random((180, 240)).astype(np.float32)
+    target = (100.0, 60.0, 20.0, 16.0)                       # x, y, w, h
+    region = (80.0, 40.0, 64.0, 64.0)                        # 1 input px per frame px
+    search = frame[40:104, 80:144]
+    m = template_channels(search, region, (64, 64), [(frame, target), None])
+    assert m.shape == (2, 64, 64) and not m[1].any()         # no template yet: zeros
+    iy, ix = np.unravel_index(np.argmax(m[0]), m[0].shape)
+    assert (ix, iy) == (100 - 80 + 10, 60 - 40 + 8)          # the template's centre
+    assert m[0].max() == pytest.approx(1.0, abs=1e-4) and m[0].min() >= -1
+    # the template is cut at the window's scale: a 128 px window over 64 input px halves it
+    assert template_patch(frame, target, 0.5).shape == (8, 10)
+    assert template_patch(frame, (0, 0, 4, 4), 0.5) is None   # under 3 px
+    assert template_patch(frame, (np.nan, 0, 4, 4), 1.0) is None
+    # flat template or flat search area: zeros, never NaN
+    assert not ncc_map(search, np.full((8, 8), 0.5, np.float32)).any()
+    flat = ncc_map(np.zeros((64, 64), np.float32), search[:8, :8])
+    assert np.all(np.isfinite(flat)) and np.abs(flat).max() <= 1
+    # a template larger than the window is shrunk to fit
+    assert ncc_map(search[:20, :20], search[:30, :30]).shape == (20, 20)
+
+
+def test_fast_preset_input_has_the_template_channels():
+    from dashnet_ros.models.ann import frame_input
+
+    img = (np.random.default_rng(1).random((180, 240)) * 255).astype(np.uint8)
+    box = (100.0, 60.0, 20.0, 16.0)
+    x = frame_input(img, (75.0, 43.0, 50.0, 50.0), (64, 64), prev_box=box, templates=[(img, box), (img, box)])
+    assert x.shape == (4, 64, 64)
+    np.testing.assert_array_equal(x[2], x[3])
+    iy, ix = np.unravel_index(np.argmax(x[2]), x[2].shape)   # the box centre, (110-75, 68-43) * 64/50
+    assert abs(ix + 0.5 - 44.8) <= 1.5 and abs(iy + 0.5 - 32.0) <= 1.5 and x[2].max() > 0.9
+    assert frame_input(img, (75.0, 43.0, 50.0, 50.0), (64, 64), attention=False,
+                       templates=[(img, box)]).shape == (2, 64, 64)

@@ -93,8 +93,11 @@ def test_ann_samples_shapes_and_targets(train_seq):
     for att, c in ((True, 2), (False, 1)):
         s = ANNSampler([fr], ANN_P, attention=att, seed=2, flip=True)
         b = s.batch(5)
-        assert b["x"].shape == (5, c) + ANN_P.in_hw
-        assert b["x"].dtype == np.float32 and 0 <= b["x"].min() and b["x"].max() <= 1
+        assert b["x"].shape == (5, c + ANN_P.templates) + ANN_P.in_hw
+        img = b["x"][:, :c]
+        assert b["x"].dtype == np.float32 and 0 <= img.min() and img.max() <= 1
+        ncc = b["x"][:, c:]   # template channels: normalised cross-correlation
+        assert -1 <= ncc.min() and ncc.max() <= 1
         np.testing.assert_allclose(region_norm_to_box(b["target"], b["region"]), b["gt"], atol=1e-3)
         if ANN_P.view == "frame":
             np.testing.assert_allclose(b["region"], [[0, 0, 240, 180]] * 5)
@@ -170,7 +173,7 @@ def test_ann_training_decreases_loss(train_seq, tmp_path):
     m1, cfg = load_checkpoint(out, kind="ann")
     assert cfg["attention"] is False and cfg["preset"]["attention"] is False
     after = fixed_loss(m1)
-    assert after < 0.5 * before, (before, after)
+    assert after < 0.65 * before, (before, after)
 
 
 def test_resume_continues_from_saved_step(train_seq, tmp_path):

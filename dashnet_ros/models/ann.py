@@ -24,6 +24,7 @@ from torch import nn
 
 from ..fusion.attention import attention_mask
 from .arch import PAPER_ANN_ARCH, box_regression_loss, build_stage_layers, check_readout, layer_specs
+from .template import template_channels
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ANNPreset:
     ``view``: ``"frame"`` (input region = whole frame) or ``"search"`` (square window of
     ``search_scale`` times the last box's larger side around it).  ``sigma_rel``: the
     attention Gaussian's sigma as a fraction of the fed-back box's larger side.
+    ``templates``: template channels (:mod:`.template`; 0 = the paper's input, 2 = NCC
+    of the initial and of the previous frame's target).
     """
 
     arch: str
@@ -41,6 +44,7 @@ class ANNPreset:
     search_scale: float
     attention: bool = True
     sigma_rel: float = 0.5
+    templates: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -50,16 +54,18 @@ class ANNPreset:
 
 PRESETS: Dict[str, ANNPreset] = {
     "paper": ANNPreset(PAPER_ANN_ARCH, (180, 240), "frame", 0.0),
-    # a 64x64 search window of 2.5x the fed-back box: on held-out streams it corrects a
-    # drifted box (whole-frame 90x120 scored below the box it was fed; train/README.md)
-    "fast": ANNPreset("Input-16C3S2-MP2-32C3S1-MP2-64C3S1-MP2-128C2S2-FC256-FC4", (64, 64), "search", 2.5),
+    # a 64x64 search window of 2.5x the fed-back box (whole-frame 90x120 scored below the
+    # box it was fed; train/README.md) with the two template channels of .template
+    "fast": ANNPreset("Input-16C3S2-MP2-32C3S1-MP2-64C3S1-MP2-128C2S2-FC256-FC4", (64, 64), "search", 2.5,
+                      templates=2),
 }
 
 
 class FrameTracker(nn.Module):
     """ANN box tracker: ``forward(x [B, C, H, W]) -> box [B, 4]`` (normalised cx, cy, w, h).
 
-    ``attention=True``: ``C = 2`` (frame, attention channel), else ``C = 1`` (ANN-NAT).
+    ``attention=True``: ``C = 2`` (frame, attention channel), else ``C = 1`` (ANN-NAT);
+    plus ``templates`` NCC channels (:mod:`.template`).
     ``channels_last``: keep conv weights and inputs in NHWC memory order, which oneDNN
     runs faster on CPUs (measured 1.4-1.7x at batch 1; results equal to float rounding).
     """
@@ -71,12 +77,16 @@ class FrameTracker(nn.Module):
         attention: bool = True,
         padding: str = "same",
         channels_last: bool = True,
+        templates: int = 0,
     ):
         super().__init__()
         self.arch = arch
         self.in_hw = (int(in_hw[0]), int(in_hw[1]))
         self.attention = bool(attention)
-        self.in_channels = 2 if attention else 1
+        if templates < 0:
+            raise ValueError(f"templates must be >= 0, got {templates!r}")
+        self.templates = int(templates)
+        self.in_channels = (2 if attention else 1) + self.templates
         self.padding = padding
         specs = layer_specs(arch, in_hw, self.in_channels, padding)
         check_readout(specs, arch)
@@ -99,7 +109,7 @@ class FrameTracker(nn.Module):
         if name not in PRESETS:
             raise ValueError(f"unknown ANN preset {name!r}; choose one of {sorted(PRESETS)}")
         p = PRESETS[name]
-        kw = dict(arch=p.arch, in_hw=p.in_hw, attention=p.attention)
+        kw = dict(arch=p.arch, in_hw=p.in_hw, attention=p.attention, templates=p.templates)
         kw.update(overrides)
         return cls(**kw)
 
@@ -110,7 +120,7 @@ class FrameTracker(nn.Module):
 
     def config(self) -> dict:
         return dict(kind="ann", arch=self.arch, in_hw=list(self.in_hw), in_channels=self.in_channels,
-                    attention=self.attention, padding=self.padding)
+                    attention=self.attention, padding=self.padding, templates=self.templates)
 
 
 def ann_loss(pred: torch.Tensor, target: torch.Tensor, model: Optional[nn.Module] = None, lam: float = 0.0) -> torch.Tensor:
@@ -135,13 +145,16 @@ def crop_resample(image: np.ndarray, region, out_hw: Sequence[int]) -> np.ndarra
     return cv2.warpAffine(img, m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
-def frame_input(image: np.ndarray, region, in_hw: Sequence[int], prev_box=None, sigma_rel: float = 0.5, attention: bool = True) -> np.ndarray:
+def frame_input(image: np.ndarray, region, in_hw: Sequence[int], prev_box=None, sigma_rel: float = 0.5,
+                attention: bool = True, templates: Optional[Sequence] = None) -> np.ndarray:
     """The ANN input ``[C, H, W]`` float32 for one APS frame.
 
     ``image``: (H, W) luminance, float in [0, 1] or uint8 (scaled by 1/255);
     ``region``: the frame area the network sees (``(x0, y0, w, h)`` pixels);
     ``prev_box``: the fed-back box (eq. 10; ``(x, y, w, h)`` frame pixels, None/NaN = none)
-    for the attention channel, whose sigma is ``sigma_rel`` times the box's larger side.
+    for the attention channel, whose sigma is ``sigma_rel`` times the box's larger side;
+    ``templates``: ``(image, box)`` per template channel (None = not yet known), appended
+    after the paper's channels (:func:`.template.template_channels`).
     """
     img = np.asarray(image)
     if img.ndim != 2:
@@ -149,8 +162,9 @@ def frame_input(image: np.ndarray, region, in_hw: Sequence[int], prev_box=None, 
     if img.dtype == np.uint8:
         img = img.astype(np.float32) * (1.0 / 255.0)
     x = crop_resample(img, region, in_hw)
+    extra = template_channels(x, region, in_hw, templates) if templates is not None else None
     if not attention:
-        return x[None].astype(np.float32, copy=False)
+        return x[None].astype(np.float32, copy=False) if extra is None else np.concatenate([x[None], extra])
     r = np.asarray(region, dtype=np.float64).reshape(4)
     oh, ow = int(in_hw[0]), int(in_hw[1])
     box_in, sigma = None, 1.0
@@ -161,4 +175,5 @@ def frame_input(image: np.ndarray, region, in_hw: Sequence[int], prev_box=None, 
             box_in = np.array([(b[0] - r[0]) * sx, (b[1] - r[1]) * sy, b[2] * sx, b[3] * sy])
             sigma = max(sigma_rel * max(box_in[2], box_in[3]), 0.5)
     m = attention_mask(oh, ow, box_in, sigma)
-    return np.stack([x, x * m]).astype(np.float32, copy=False)
+    out = np.stack([x, x * m]).astype(np.float32, copy=False)
+    return out if extra is None else np.concatenate([out, extra])

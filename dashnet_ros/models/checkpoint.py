@@ -77,7 +77,7 @@ def build_model(config: Dict[str, Any]) -> nn.Module:
                 "steps_per_window", "padding", "nan_when_silent")
         return SpikingTracker(**{k: config[k] for k in keys if k in config})
     if kind == "ann":
-        return FrameTracker(**{k: config[k] for k in ("arch", "in_hw", "attention", "padding") if k in config})
+        return FrameTracker(**{k: config[k] for k in ("arch", "in_hw", "attention", "padding", "templates") if k in config})
     raise ValueError(f"unknown model kind {kind!r} (expected 'snn' or 'ann')")
 
 

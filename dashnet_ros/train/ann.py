@@ -28,7 +28,7 @@ from ..boxes import iou
 from ..models.ann import PRESETS, ANNPreset, FrameTracker, ann_loss
 from ..models.arch import region_norm_to_box, weight_l2
 from . import common
-from .data import ANNSampler, FrameSequence, ann_sample, data_recipe, list_datasets, perturb, valid_box
+from .data import ANNSampler, FrameSequence, data_recipe, list_datasets, perturb, valid_box
 
 
 def add_arguments(p) -> None:
@@ -60,10 +60,13 @@ def preset_record(preset, attention: bool) -> dict:
 @torch.no_grad()
 def evaluate(model, seqs: Sequence[FrameSequence], preset: ANNPreset, feedback_noise: float = 0.1,
              seed: int = 0) -> Dict[str, dict]:
-    """Mean IoU over the frames of ``seqs`` (target in view) with the fed-back box
-    ``"noisy"`` (ground truth + eq. 12 noise), ``"none"`` (no feedback; frame view only),
-    and ``"closed"`` (the model's own box on the previous frame: the ANN alone, without
-    the SNN between frames; the first frame gets the ground truth)."""
+    """Mean IoU over the frames of ``seqs`` (target in view), each sequence tracked by the
+    tracker's own :class:`~dashnet_ros.tracking.ANNRunner` from its first ground-truth box,
+    with the fed-back box ``"noisy"`` (ground truth + eq. 12 noise), ``"none"`` (no
+    feedback; frame view only), and ``"closed"`` (the runner's own box on the previous
+    frame -- the ANN alone, without the SNN between frames)."""
+    from ..tracking import ANNRunner
+
     rng = np.random.default_rng(seed)
     att = bool(getattr(model, "attention", True))
     was = model.training
@@ -73,23 +76,24 @@ def evaluate(model, seqs: Sequence[FrameSequence], preset: ANNPreset, feedback_n
     for mode in modes:
         scores = []
         for s in seqs:
-            prev = None
-            for k in range(len(s.t_us)):
+            ok = np.flatnonzero(valid_box(s.boxes))
+            if not len(ok):
+                continue
+            h, w = s.frame_hw
+            runner = ANNRunner(model, preset, w, h, attention=att)
+            runner.init(s.boxes[ok[0]])
+            for k in range(ok[0], len(s.t_us)):
                 gt = s.boxes[k]
-                if mode == "noisy":
-                    fb = perturb(gt, rng, feedback_noise) if valid_box(gt) else prev
+                fb = None
+                if mode == "noisy" and valid_box(gt):
+                    fb = perturb(gt, rng, feedback_noise)
+                elif mode == "closed":
+                    fb = runner.last_box  # as HybridTracker's mode "ann"
                 elif mode == "none":
-                    fb = None
-                else:
-                    fb = prev if prev is not None else (gt if valid_box(gt) else None)
-                if fb is None and preset.view == "search":
-                    continue
-                x, _, region = ann_sample(s.images[k], np.nan_to_num(gt), fb, preset, att)
-                out = model(torch.from_numpy(x[None])).numpy()[0]
-                box = region_norm_to_box(out, region)
-                prev = box if np.all(np.isfinite(box)) and box[2] > 1 and box[3] > 1 else prev
+                    runner.last_box = None
+                box = runner.update(s.images[k], fb if att else None)
                 if valid_box(gt):
-                    scores.append(float(iou(box, gt)))
+                    scores.append(float(iou(np.nan_to_num(box), gt)))
         res[mode] = {"iou": float(np.mean(scores)) if scores else float("nan"), "frames": len(scores)}
     model.train(was)
     return res
@@ -125,7 +129,7 @@ def train(data, out: str, preset="fast", attention: bool = True, steps: int = 20
     try:
         common.seed_everything(seed)
         sources, recipe = _sources(data)
-        model = FrameTracker(p.arch, p.in_hw, attention=attention).to(d.device)
+        model = FrameTracker(p.arch, p.in_hw, attention=attention, templates=p.templates).to(d.device)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         start = common.load_for_resume(out, model, opt, "ann", opts) if resume else 0
         fwd = common.wrap(model, d)

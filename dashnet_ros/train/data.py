@@ -433,13 +433,14 @@ def ann_region(preset: ANNPreset, feedback, frame_hw: Sequence[int]) -> np.ndarr
     raise ValueError(f"unknown ANN view {preset.view!r} (expected 'frame' or 'search')")
 
 
-def ann_sample(image: np.ndarray, gt_box, feedback, preset: ANNPreset, attention: bool
+def ann_sample(image: np.ndarray, gt_box, feedback, preset: ANNPreset, attention: bool, templates=None
                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(x [C, H, W], target [4], region [4])`` for one frame, as the tracker makes it."""
+    """``(x [C, H, W], target [4], region [4])`` for one frame, as the tracker makes it
+    (``templates``: the ``(image, box)`` sources of the template channels)."""
     frame_hw = image.shape[:2]
     region = ann_region(preset, feedback, frame_hw)
     x = frame_input(image, region, preset.in_hw, prev_box=feedback, sigma_rel=preset.sigma_rel,
-                    attention=attention)
+                    attention=attention, templates=templates)
     return x, box_to_region_norm(gt_box, region), region
 
 
@@ -451,17 +452,27 @@ class ANNSampler:
     ``feedback_noise`` (paper: 0.1), or ``wide_noise`` with probability ``p_wide`` (a
     poorer previous estimate, as a drifting SNN gives).  A search-window preset always
     gets a feedback box.  ``flip``: mirror frames left-right with probability 0.5.
+
+    Template channels (preset ``templates``, :mod:`dashnet_ros.models.template`): the
+    initial template is a random earlier frame of the sequence at its ground truth (eq. 12
+    noise ``template_noise / 2``), the previous one the frame ``1..max_gap`` source frames
+    before (8 = the 30 Hz APS interval at 240 fps) at its ground truth with
+    ``template_noise`` (the ANN's own previous error).  ``photometric``: a random gain and
+    offset per sample (all its frames), as lighting and sensors differ.
     """
 
     def __init__(self, sources: Sequence, preset: ANNPreset, attention: bool = True, seed: int = 0,
                  feedback_noise: float = 0.1, wide_noise: float = 0.3, p_wide: float = 0.2,
                  p_none: float = 0.1, every_frame: bool = True, flip: bool = True,
-                 pool_size: int = 24, refresh_every: int = 8, allow_heldout: bool = False):
+                 pool_size: int = 24, refresh_every: int = 8, allow_heldout: bool = False,
+                 template_noise: float = 0.05, max_gap: int = 16, photometric: bool = True):
         self.preset = preset
         self.attention = bool(attention)
         self.feedback_noise, self.wide_noise = float(feedback_noise), float(wide_noise)
         self.p_wide, self.p_none = float(p_wide), float(p_none)
         self.flip = bool(flip)
+        self.template_noise, self.max_gap = float(template_noise), max(1, int(max_gap))
+        self.photometric = bool(photometric)
         self.rng = np.random.default_rng(seed)
         self.pool = SequencePool(
             sources, lambda p: FrameSequence.from_dataset(p, every_frame, allow_heldout),
@@ -473,6 +484,26 @@ class ANNSampler:
         noise = self.wide_noise if self.rng.random() < self.p_wide else self.feedback_noise
         return perturb(gt_box, self.rng, noise)
 
+    def _frame(self, seq: FrameSequence, k: int, flip: bool, gain: float, offset: float):
+        img, gt = seq.images[k], seq.boxes[k]
+        if flip:
+            img = img[:, ::-1]
+            gt = np.array([img.shape[1] - 1 - gt[0] - gt[2], gt[1], gt[2], gt[3]], np.float32)  # centres at integers
+        if gain != 1.0 or offset != 0.0:
+            img = np.clip(img.astype(np.float32) * (gain / 255.0) + offset, 0.0, 1.0)
+        return np.ascontiguousarray(img), gt
+
+    def _templates(self, seq: FrameSequence, k: int, flip: bool, gain: float, offset: float):
+        if not self.preset.templates:
+            return None
+        k_first = int(self.rng.integers(k + 1))
+        k_prev = max(0, k - int(self.rng.integers(1, self.max_gap + 1)))
+        out = []
+        for kk, noise in ((k_first, self.template_noise / 2), (k_prev, self.template_noise)):
+            img, gt = self._frame(seq, kk, flip, gain, offset)
+            out.append((img, perturb(gt, self.rng, noise)) if valid_box(gt) else None)
+        return out[:self.preset.templates]
+
     def batch(self, batch: int) -> Dict[str, np.ndarray]:
         """``x [B, C, H, W]``, ``target [B, 4]``, ``region [B, 4]``, ``gt [B, 4]``."""
         xs, ts, rs, gts = [], [], [], []
@@ -480,18 +511,18 @@ class ANNSampler:
         while len(xs) < batch:
             seq = self.pool.pick()
             k = int(self.rng.integers(len(seq.t_us)))
-            gt = seq.boxes[k]
-            if not valid_box(gt):
+            if not valid_box(seq.boxes[k]):
                 misses += 1
                 if misses > 50 * batch:
                     raise ValueError("cannot find ANN frames with the target in view in the training data")
                 continue
-            img = seq.images[k]
-            if self.flip and self.rng.random() < 0.5:
-                img = img[:, ::-1]
-                gt = np.array([img.shape[1] - 1 - gt[0] - gt[2], gt[1], gt[2], gt[3]], np.float32)  # centres at integers
-            x, t, r = ann_sample(np.ascontiguousarray(img), gt, self.feedback(gt), self.preset,
-                                 self.attention)
+            flip = self.flip and self.rng.random() < 0.5
+            gain, offset = 1.0, 0.0
+            if self.photometric:
+                gain, offset = float(np.exp(self.rng.uniform(-0.4, 0.4))), float(self.rng.uniform(-0.15, 0.15))
+            img, gt = self._frame(seq, k, flip, gain, offset)
+            tmpl = self._templates(seq, k, flip, gain, offset)
+            x, t, r = ann_sample(img, gt, self.feedback(gt), self.preset, self.attention, tmpl)
             xs.append(x), ts.append(t), rs.append(r), gts.append(gt)
         self.pool.step()
         return {"x": np.stack(xs), "target": np.stack(ts), "region": np.stack(rs), "gt": np.stack(gts)}
