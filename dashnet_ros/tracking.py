@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from .davis.frames import ApsFrame, EventBatch
 from .events import concat_events, empty_events
 from .fusion.tcf import TCF
 from .models.ann import PRESETS as ANN_PRESETS
-from .models.ann import frame_input
+from .models.ann import ANNPreset, frame_input
 from .models.arch import full_region, region_norm_to_box, search_region
 from .models.checkpoint import load_checkpoint
 from .models.snn import PRESETS as SNN_PRESETS
@@ -57,11 +57,13 @@ def default_weights(kind: str, preset: str = "fast") -> str:
 class TrackOutput:
     """One output: ``source`` is ``'snn'``, ``'ann'`` or ``'fused'``; ``box`` (x, y, w, h)
     float32 in stream pixels (NaN when the tracker has no estimate); ``t_us`` the sensor
-    instant the box refers to."""
+    instant the box refers to; ``motion_px`` (SNN boxes) the target's centre displacement
+    over the window as the SNN sees it (:func:`snn_motion`), which the TCF uses."""
 
     t_us: int
     source: str
     box: np.ndarray
+    motion_px: Optional[Tuple[float, float]] = None   # SNN: centre displacement over its window
 
 
 def sane_box(box, width: int, height: int) -> Optional[np.ndarray]:
@@ -75,6 +77,16 @@ def sane_box(box, width: int, height: int) -> Optional[np.ndarray]:
     cx = min(max(b[0] + b[2] / 2, 0.0), float(width))
     cy = min(max(b[1] + b[3] / 2, 0.0), float(height))
     return np.array([cx - w / 2, cy - h / 2, w, h], dtype=np.float32)
+
+
+def snn_motion(box, reference) -> Tuple[float, float]:
+    """The SNN's estimate of the target's motion over one window: its box centre minus the
+    centre of the reference box its search region was centred on (0 for a NaN box)."""
+    b = np.asarray(box).reshape(4).tolist()
+    r = np.asarray(reference).reshape(4).tolist()
+    dx = (b[0] + b[2] / 2) - (r[0] + r[2] / 2)
+    dy = (b[1] + b[3] / 2) - (r[1] + r[3] / 2)
+    return (dx, dy) if math.isfinite(dx) and math.isfinite(dy) else (0.0, 0.0)
 
 
 def _load(kind, path, preset):
@@ -182,14 +194,16 @@ class SNNRunner:
         norms = self._network(x.reshape((k, self.steps) + x.shape[1:]))
         boxes = region_norm_to_box(norms, region)
         out = []
+        prev = self.reference   # the K windows share one region: window i moved from box i-1
         for i in range(k):
             box = boxes[i]
             sane = sane_box(box, self.width, self.height)
             if sane is not None:
-                self.reference = box = sane
+                motion = snn_motion(sane, prev)
+                self.reference = prev = box = sane
             else:
-                box = np.full(4, np.nan, np.float32)
-            out.append(TrackOutput(t0 + (i + 1) * self.window_us, "snn", box))
+                box, motion = np.full(4, np.nan, np.float32), (0.0, 0.0)
+            out.append(TrackOutput(t0 + (i + 1) * self.window_us, "snn", box, motion))
         self._t_next = t_end
         return out
 
@@ -204,18 +218,25 @@ class SNNRunner:
 
 
 class ANNRunner:
-    """The ANN tracker on APS frames; ``update(image, t_us, feedback_box)`` -> box."""
+    """The ANN tracker on APS frames; ``update(image, feedback_box)`` -> box.
 
-    def __init__(self, model, preset_name: str, width: int, height: int, attention: bool = True):
+    With template channels (:mod:`.models.template`, fast preset) it keeps the first frame
+    with the initial box and the previous frame with its own previous box."""
+
+    def __init__(self, model, preset, width: int, height: int, attention: bool = True):
         self.model = model
-        self.preset = ANN_PRESETS[preset_name]
+        self.preset = preset if isinstance(preset, ANNPreset) else ANN_PRESETS[preset]
         self.width, self.height = int(width), int(height)
         self.attention = bool(attention)
         cfg_att = getattr(model, "attention", None)
         if cfg_att is not None and bool(cfg_att) != self.attention:
             raise ValueError(f"ANN weights were trained with attention={bool(cfg_att)}, "
                              f"but attention={self.attention} was requested")
+        # the weights decide (weights made before template channels have none)
+        self.templates = int(getattr(model, "templates", 0))
         self.last_box: Optional[np.ndarray] = None
+        self._init_box: Optional[np.ndarray] = None
+        self._first = self._prev = None   # (image, box) of the first / previous frame
 
     @classmethod
     def from_file(cls, path: Optional[str], preset: str, width: int, height: int, attention: bool = True) -> "ANNRunner":
@@ -227,7 +248,16 @@ class ANNRunner:
         return cls(model, preset, width, height, attention)
 
     def init(self, box) -> None:
-        self.last_box = sane_box(box, self.width, self.height)
+        """Start on a new target (``box`` at the next frame's instant); forgets the templates."""
+        self.last_box = self._init_box = sane_box(box, self.width, self.height)
+        self._first = self._prev = None
+
+    def _template_sources(self, image) -> Optional[list]:
+        if not self.templates:
+            return None
+        if self._first is None and self._init_box is not None:
+            self._first = (np.array(image), self._init_box)
+        return [self._first, self._prev or self._first][:self.templates]
 
     def update(self, image: np.ndarray, feedback_box=None) -> np.ndarray:
         fb = sane_box(feedback_box, self.width, self.height) if feedback_box is not None else None
@@ -237,7 +267,7 @@ class ANNRunner:
         else:
             region = full_region((self.height, self.width))
         x = frame_input(image, region, self.preset.in_hw, prev_box=fb, sigma_rel=self.preset.sigma_rel,
-                        attention=self.attention)
+                        attention=self.attention, templates=self._template_sources(image))
         with torch.inference_mode():
             norm = self.model(torch.from_numpy(x)[None])[0].numpy()
         box = region_norm_to_box(norm, region)
@@ -245,6 +275,8 @@ class ANNRunner:
         box = sane if sane is not None else np.full(4, np.nan, np.float32)
         if sane is not None:
             self.last_box = sane
+            if self.templates:
+                self._prev = (np.array(image), sane)
         return box
 
 
@@ -253,7 +285,7 @@ class HybridTracker:
 
     def __init__(self, width: int, height: int, *, mode: str = "hybrid", snn: Optional[SNNRunner] = None,
                  ann: Optional[ANNRunner] = None, tcf_time_scale_s: Optional[float] = None,
-                 aps_rate_hz: float = 30.0):
+                 aps_rate_hz: float = 30.0, tcf_propagate: bool = True):
         if mode not in MODES:
             raise ValueError(f"unknown tracking mode {mode!r}; choose one of {', '.join(MODES)}")
         if mode in ("hybrid", "snn-origin") and snn is None:
@@ -264,7 +296,8 @@ class HybridTracker:
         self.width, self.height = int(width), int(height)
         self.snn = snn if mode in ("hybrid", "snn-origin") else None
         self.ann = ann if mode in ("hybrid", "ann", "ann-nat") else None
-        self.tcf = TCF(tcf_time_scale_s) if tcf_time_scale_s else TCF.for_frame_rate(aps_rate_hz)
+        self.tcf = TCF(tcf_time_scale_s, propagate=tcf_propagate) if tcf_time_scale_s else \
+            TCF.for_frame_rate(aps_rate_hz, propagate=tcf_propagate)
         self.fused: Optional[np.ndarray] = None
         self._init_t_us: Optional[int] = None
 
@@ -318,7 +351,7 @@ class HybridTracker:
         while self.snn.windows_ready(batch.t1_us):
             self.snn.reference = self.fused
             for o in self.snn.step(min(self.snn.windows_ready(batch.t1_us), self.snn.windows_per_call)):
-                fused = self.tcf.fuse(o.t_us, o.box)
+                fused = self.tcf.fuse(o.t_us, o.box, motion_px=o.motion_px)
                 sane = sane_box(fused, self.width, self.height)
                 if sane is not None:
                     self.fused = sane

@@ -379,6 +379,11 @@ def test_snn_tracker_node_gives_exactly_the_core_runners_boxes(h, weights):
     want = np.stack([o.box if o.box[2] > 0 and o.box[3] > 0 else np.full(4, np.nan) for o in expected])  # no size: none
     assert np.isfinite(want).any()
     assert np.allclose(np.array([b for _, b in got], np.float32), want, equal_nan=True)
+    # each box carries the SNN's motion over its window as a velocity (px/s)
+    vel = np.array([[b.vx, b.vy] for a in out for b in a.boxes])
+    motion = np.array([o.motion_px if np.all(np.isfinite(o.box)) else (0.0, 0.0) for o in expected])
+    assert np.abs(motion).max() > 0
+    np.testing.assert_allclose(vel, motion * 1e6 / 480, rtol=1e-4, atol=1e-2)
 
 
 def test_snn_follows_the_newest_usable_box_of_fused_arrays(h, weights):
@@ -576,6 +581,32 @@ def test_fuser_fuses_arrays_box_by_box_and_rate_limits_the_single_box(h):
     snn.publish(arr)
     assert h.spin(3, until=lambda: len(arrays) == 4)
     assert len(arrays[-1].boxes) == 1 and arrays[-1].boxes[0].x == pytest.approx(100.0)   # the ANN's
+
+
+def test_fuser_moves_the_ann_box_by_the_snn_velocity(h):
+    from dashnet_ros.nodes.fuser import FuserNode
+
+    node = h.add(FuserNode)
+    snn = h.pub(TrackedBoxArray, "/fuser/snn_boxes", 100)
+    ann = h.pub(TrackedBox, "/fuser/ann_box", 100)
+    arrays = h.sub(TrackedBoxArray, "/fuser/fused_boxes")
+    h.connect(snn, ann)
+    A, S = [100.0, 100.0, 20.0, 20.0], [110.0, 100.0, 20.0, 20.0]
+    ann.publish(box_msg(0, A, TrackedBox.SOURCE_ANN))
+    assert h.spin(3, until=lambda: node.last_ann_t == 0)
+    arr = TrackedBoxArray()
+    ts = [480 * k for k in range(1, 11)]
+    for t in ts:    # 1000 px/s to the right: 0.48 px per window, counted from the first box on
+        m = box_msg(t, S, TrackedBox.SOURCE_SNN)
+        m.vx, m.vy = 1000.0, 0.0
+        arr.boxes.append(m)
+    snn.publish(arr)
+    assert h.spin(3, until=lambda: len(arrays) == 1)
+    for k, b in enumerate(arrays[0].boxes):
+        w = math.tanh((ts[k] * 1e-6 / (1 / 60)) ** 2 / 2)
+        moved = 100 + 0.48 * k           # the first box has no predecessor: no motion yet
+        assert b.x == pytest.approx(w * 110 + (1 - w) * moved, abs=0.01)
+        assert b.vx == pytest.approx(1000.0)        # fused boxes carry the SNN's velocity
 
 
 # --------------------------------------------------------------------------- steering

@@ -100,3 +100,14 @@ def test_box_roundtrip_and_nan():
     msg = rm.box_to_msg([np.nan, 2, 30, 40], TrackedBox(), t_us=1, source=0)
     assert not msg.valid
     assert np.isnan(rm.msg_to_box(msg)[1]).all()
+
+
+def test_box_velocity_roundtrip():
+    msg = rm.box_to_msg([1.5, 2, 30, 40], TrackedBox(), t_us=5, source=TrackedBox.SOURCE_SNN, velocity=(120.5, -3.0))
+    assert rm.msg_to_velocity(msg) == pytest.approx((120.5, -3.0))
+    assert rm.msg_to_velocity(rm.box_to_msg([1.5, 2, 30, 40], TrackedBox(), t_us=5, source=0)) == (0.0, 0.0)
+    # no velocity for an invalid box or from non-finite numbers
+    assert rm.msg_to_velocity(rm.box_to_msg([np.nan, 2, 30, 40], TrackedBox(), t_us=5, source=0,
+                                            velocity=(1.0, 1.0))) == (0.0, 0.0)
+    msg.vx = float("nan")
+    assert rm.msg_to_velocity(msg) == (0.0, 0.0)

@@ -98,3 +98,53 @@ def test_fuse_equals_eq9_written_with_the_box_module():
         a = xywh_to_cxcywh(ann[j]).astype(np.float64)
         ref = cxcywh_to_xywh(w * xywh_to_cxcywh(s).astype(np.float64) + (1 - w) * a).astype(np.float32)
         assert got.dtype == np.float32 and np.array_equal(got, ref), (t, s, got, ref)
+
+
+def test_ann_box_is_moved_by_the_snn_motion_since_its_frame():
+    f = TCF(time_scale_s=1 / 60)
+    f.add_ann(0, ANN)                                      # centre (25, 40)
+    # 10 windows of 500 us, the SNN sees the target move +2 px in x, -1 px in y per window
+    for k in range(1, 11):
+        out = f.fuse(k * 500, SNN, motion_px=(2.0, -1.0))
+    w = f.last_weight
+    a = np.array([25.0 + 20.0, 40.0 - 10.0, 30.0, 40.0])   # the ANN box moved by the SNN's motion
+    s = np.array([55.0, 70.0, 10.0, 20.0])
+    c = w * s + (1 - w) * a
+    np.testing.assert_allclose(out, [c[0] - c[2] / 2, c[1] - c[3] / 2, c[2], c[3]], atol=1e-3)
+    # motion before the ANN's frame does not count: a new frame at 5 ms starts from zero
+    f.add_ann(5_000, ANN)
+    out = f.fuse(5_000, SNN)
+    np.testing.assert_allclose(out, ANN, atol=1e-4)
+    out = f.fuse(5_500, SNN, motion_px=(4.0, 0.0))
+    assert f.motion_since(5_000, 5_500) == (4.0, 0.0)
+    assert f.motion_since(0, 5_500) == (24.0, -10.0)
+    # eq. 9 as written ignores the motion
+    g = TCF(time_scale_s=1 / 60, propagate=False)
+    g.add_ann(0, ANN)
+    for k in range(1, 11):
+        out_plain = g.fuse(k * 500, SNN, motion_px=(2.0, -1.0))
+    ref = TCF(time_scale_s=1 / 60)
+    ref.add_ann(0, ANN)
+    np.testing.assert_array_equal(out_plain, ref.fuse(5_000, SNN))
+
+
+def test_motion_history_is_bounded_and_old_frames_are_not_propagated():
+    from dashnet_ros.fusion.tcf import MOTION_HISTORY
+
+    f = TCF()
+    f.add_ann(0, ANN)
+    n = 2 * MOTION_HISTORY + 1
+    for k in range(1, n + 1):
+        f.add_motion(k, 1.0, 0.0)
+    assert len(f._mt) <= 2 * MOTION_HISTORY
+    assert f.motion_since(n - 10, n) == (10.0, 0.0)
+    mx, my = f.motion_since(0, n)      # the frame is older than the motion kept: unknown
+    assert math.isnan(mx) and math.isnan(my)
+    out = f.fuse(n, SNN)               # falls back to the unmoved ANN box
+    plain = TCF(propagate=False)
+    plain.add_ann(0, ANN)
+    np.testing.assert_array_equal(out, plain.fuse(n, SNN))
+    f.add_motion(5, 100.0, 0.0)        # out of order: ignored
+    assert f.motion_since(n - 1, n) == (1.0, 0.0)
+    f.reset()
+    assert f.motion_since(0, n) == (0.0, 0.0)

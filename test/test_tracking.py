@@ -106,3 +106,45 @@ def test_ann_weights_with_other_attention_setting_are_refused():
     model = FrameTracker.from_preset("fast", attention=True)
     with pytest.raises(ValueError, match="attention"):
         ANNRunner(model, "fast", W, H, attention=False)
+
+
+def test_ann_runner_keeps_the_first_and_previous_frame_as_templates(stream):
+    items, box0 = stream
+    torch.manual_seed(0)
+    ann = ANNRunner(FrameTracker.from_preset("fast").eval(), "fast", W, H)
+    assert ann.templates == 2
+    frames = [it for it in items if isinstance(it, ApsFrame)]
+    ann.init(box0)
+    b1 = ann.update(frames[0].image, box0)
+    first, prev = ann._first, ann._prev
+    assert first[0] is not frames[0].image and np.array_equal(first[0], frames[0].image)
+    np.testing.assert_allclose(first[1], box0, atol=1e-4)
+    np.testing.assert_array_equal(prev[1], b1)
+    ann.update(frames[1].image, b1)
+    assert ann._first is first and np.array_equal(ann._prev[0], frames[1].image)
+    ann.init(box0)                       # a new target forgets both
+    assert ann._first is None and ann._prev is None
+    # weights made without template channels still run (the weights decide)
+    old = ANNRunner(FrameTracker.from_preset("fast", templates=0).eval(), "fast", W, H)
+    old.init(box0)
+    assert old.templates == 0 and np.all(np.isfinite(old.update(frames[0].image, box0)))
+
+
+def test_snn_outputs_carry_their_motion(stream):
+    items, box0 = stream
+    torch.manual_seed(0)
+    for k in (1, 4):
+        snn = SNNRunner(SpikingTracker.from_preset("fast"), "fast", W, H, windows_per_call=k)
+        snn.init(box0, 0)
+        ref = snn.reference.copy()
+        outs = []
+        for it in items:
+            if isinstance(it, EventBatch):
+                outs += snn.push_events(it.events, it.t1_us)
+        assert outs and all(o.motion_px is not None for o in outs)
+        # the motions add up to the last box's centre minus the initial reference's
+        good = [o for o in outs if np.all(np.isfinite(o.box))]
+        total = np.sum([o.motion_px for o in outs], axis=0)
+        last = good[-1].box
+        expect = (last[:2] + last[2:] / 2) - (ref[:2] + ref[2:] / 2)
+        np.testing.assert_allclose(total, expect, atol=1e-2)

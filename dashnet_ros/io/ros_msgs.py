@@ -137,8 +137,10 @@ def msg_to_events(msg) -> np.ndarray:
     return ev
 
 
-def box_to_msg(box, msg, *, t_us: int, source: int, score: float = 1.0, frame_id: str = ""):
-    """Fill a ``dashnet_ros/TrackedBox`` (in place, returns msg); NaN box -> valid = False."""
+def box_to_msg(box, msg, *, t_us: int, source: int, score: float = 1.0, frame_id: str = "",
+               velocity=None):
+    """Fill a ``dashnet_ros/TrackedBox`` (in place, returns msg); NaN box -> valid = False.
+    ``velocity``: ``(vx, vy)`` of the centre in px/s (None or non-finite: 0, 0)."""
     b = np.asarray(box, dtype=np.float32).reshape(4).tolist()   # Python floats: this runs per SNN window
     valid = all(map(math.isfinite, b))
     us_to_stamp(t_us, msg.header.stamp)
@@ -147,7 +149,20 @@ def box_to_msg(box, msg, *, t_us: int, source: int, score: float = 1.0, frame_id
     msg.score = float(score)
     msg.source = int(source)
     msg.valid = valid
+    vx, vy = (0.0, 0.0) if velocity is None else (float(velocity[0]), float(velocity[1]))
+    if not (valid and math.isfinite(vx) and math.isfinite(vy)):
+        vx = vy = 0.0
+    msg.vx, msg.vy = vx, vy
     return msg
+
+
+def msg_to_velocity(msg) -> tuple[float, float]:
+    """``(vx, vy)`` px/s of a ``dashnet_ros/TrackedBox`` (0, 0 for an invalid box or
+    non-finite values)."""
+    vx, vy = float(msg.vx), float(msg.vy)
+    if not msg.valid or not (math.isfinite(vx) and math.isfinite(vy)):
+        return 0.0, 0.0
+    return vx, vy
 
 
 def msg_to_box(msg) -> tuple[int, np.ndarray]:
@@ -168,6 +183,7 @@ __all__ = [
     "image_to_numpy",
     "msg_to_box",
     "msg_to_events",
+    "msg_to_velocity",
     "numpy_to_image",
     "stamp_to_us",
     "us_to_stamp",

@@ -200,16 +200,18 @@ def run_fast_node(factory, args=None) -> int:
     return run_node(factory, args, executor_factory=events_executor)
 
 
-def box_msgs(outputs, source: int, frame_id: str, scores=None):
+def box_msgs(outputs, source: int, frame_id: str, scores=None, velocities=None):
     """``TrackedBox`` messages for ``(t_us, box)`` pairs (NaN or sizeless box = not valid),
-    and the ``TrackedBoxArray`` holding them (header = the last box's stamp)."""
+    and the ``TrackedBoxArray`` holding them (header = the last box's stamp);
+    ``velocities``: ``(vx, vy)`` px/s per box."""
     from ..io import ros_msgs as rm
     from ..msg import TrackedBox, TrackedBoxArray
 
     msgs = []
     for i, (t_us, box) in enumerate(outputs):
         msgs.append(rm.box_to_msg(box, TrackedBox(), t_us=t_us, source=source, frame_id=frame_id,
-                                  score=1.0 if scores is None else scores[i]))
+                                  score=1.0 if scores is None else scores[i],
+                                  velocity=None if velocities is None else velocities[i]))
     arr = TrackedBoxArray()
     if msgs:
         arr.header.stamp = msgs[-1].header.stamp

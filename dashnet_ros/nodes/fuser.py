@@ -19,7 +19,9 @@ Topics (node-private names, remapped by the graph):
                                              every ``diagnostics_period_s``
 
 Each SNN box is fused with the nearest ANN box received so far
-(:class:`dashnet_ros.fusion.tcf.TCF`; ``causal``: only ANN boxes at or before it).  When no
+(:class:`dashnet_ros.fusion.tcf.TCF`; ``causal``: only ANN boxes at or before it), moved by
+the SNN's motion since the ANN's frame (the SNN boxes' ``vx, vy`` times the time between
+consecutive SNN boxes; ``propagate_ann``).  When no
 ANN box has arrived for ``ann_timeout_s`` of sensor time (measured on the SNN stamps) the
 node publishes the SNN boxes alone and says so once (log + WARN diagnostic); fusion resumes
 with the next ANN box (OK diagnostic).  Time going backwards on either input resets the filter.
@@ -30,6 +32,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
+from ..io import ros_msgs as rm
 from ..msg import TrackedBox, TrackedBoxArray
 from .common import (BOX_QOS_DEPTH, Param, RateLimitedWarner, box_msgs, declare, non_negative, one_of, positive,
                      run_fast_node)
@@ -38,6 +41,10 @@ PARAMS = (
     Param("aps_rate_hz", 30.0, "APS frame rate; the TCF time scale is half its frame interval", positive),
     Param("time_scale_s", 0.0, "TCF time scale of eq. 7 in seconds (0 = 0.5 / aps_rate_hz)", non_negative),
     Param("causal", True, "fuse only with ANN boxes stamped at or before the SNN box"),
+    Param("propagate_ann", True, "move the ANN box by the SNN's motion (the boxes' vx, vy) since the ANN's frame "
+                                 "before the blend (false: eq. 9 as written)"),
+    Param("max_motion_gap_ms", 20.0, "SNN boxes further apart than this add no motion (a gap in the stream)",
+          positive),
     Param("ann_timeout_s", 0.5, "sensor time without an ANN box after which the output is SNN-only", positive),
     Param("diagnostics_period_s", 1.0, "period of the /diagnostics status (wall time)", positive),
     Param("snn_input", "array", "SNN boxes from ~/snn_boxes (TrackedBoxArray, 'array') or ~/snn_box "
@@ -60,7 +67,8 @@ class FuserNode(Node):
         p = self.p = declare(self, PARAMS)
         self.warn = RateLimitedWarner(self.get_logger())
         scale = p["time_scale_s"] or 0.5 / p["aps_rate_hz"]
-        self.tcf = TCF(scale, causal=p["causal"])
+        self.tcf = TCF(scale, causal=p["causal"], propagate=p["propagate_ann"])
+        self.max_motion_gap_us = int(p["max_motion_gap_ms"] * 1000)
         self.timeout_us = int(p["ann_timeout_s"] * 1e6)
         self.last_snn_t = None
         self.last_ann_t = None       # stamp of the latest ANN box (None: none on this time line)
@@ -82,8 +90,6 @@ class FuserNode(Node):
                                f"ANN timeout {p['ann_timeout_s']} s")
 
     def _box(self, msg, kind: str):
-        from ..io import ros_msgs as rm
-
         t_us, box = rm.msg_to_box(msg)
         if msg.valid and not np.all(np.isfinite(box)):
             self.warn(f"bad_{kind}", f"{kind.upper()} box marked valid is NaN or has no size; used as 'no estimate'")
@@ -112,8 +118,8 @@ class FuserNode(Node):
     def _publish(self, fused, frame_id: str) -> None:
         """``fused``: (t_us, box, w) in time order -> the array (if subscribed) and singles."""
         mode = self.p["single_output"]
-        msgs, arr = box_msgs([(t, b) for t, b, _ in fused], TrackedBox.SOURCE_FUSED, frame_id,
-                             scores=[w for _, _, w in fused])
+        msgs, arr = box_msgs([(t, b) for t, b, _, _ in fused], TrackedBox.SOURCE_FUSED, frame_id,
+                             scores=[w for _, _, w, _ in fused], velocities=[v for _, _, _, v in fused])
         if self.pub_boxes.get_subscription_count():
             self.pub_boxes.publish(arr)
         if mode == "all":
@@ -128,8 +134,11 @@ class FuserNode(Node):
         self.n_out += len(msgs)
 
     def _fuse(self, msg):
-        """One SNN box message -> ``(t_us, fused box, SNN weight)`` (eq. 7-9)."""
+        """One SNN box message -> ``(t_us, fused box, SNN weight, SNN velocity)`` (eq. 7-9)."""
         t_us, box = self._box(msg, "snn")
+        vel = rm.msg_to_velocity(msg)
+        dt_us = t_us - self.last_snn_t if self.last_snn_t is not None else 0
+        motion = (vel[0] * dt_us * 1e-6, vel[1] * dt_us * 1e-6) if 0 < dt_us <= self.max_motion_gap_us else (0.0, 0.0)
         if self.last_snn_t is not None and t_us < self.last_snn_t:
             self.warn("time", f"SNN box time went backwards ({t_us} us after {self.last_snn_t} us): filter reset")
             self.tcf.reset()
@@ -146,8 +155,8 @@ class FuserNode(Node):
             self.get_logger().warning(f"no ANN box for {(t_us - ref) / 1e6:.3f} s of sensor time: publishing "
                                       "SNN-only boxes")
             self._publish_diagnostics()
-        fused = self.tcf.fuse(t_us, box)
-        return t_us, fused, self.tcf.last_weight
+        fused = self.tcf.fuse(t_us, box, motion_px=motion)
+        return t_us, fused, self.tcf.last_weight, vel
 
     def _publish_diagnostics(self) -> None:
         st = DiagnosticStatus()

@@ -332,7 +332,9 @@ class SNNTrackerNode(Node):
         """One TrackedBoxArray for the windows of this packet; single boxes only when subscribed."""
         nan = np.full(4, np.nan, np.float32)
         pairs = [(o.t_us, o.box if o.box[2] > 0 and o.box[3] > 0 else nan) for o in outs]  # no size: no box
-        msgs, arr = box_msgs(pairs, TrackedBox.SOURCE_SNN, self.frame_id)
+        per_s = 1e6 / self.window_us
+        vel = [(o.motion_px[0] * per_s, o.motion_px[1] * per_s) if o.motion_px else None for o in outs]
+        msgs, arr = box_msgs(pairs, TrackedBox.SOURCE_SNN, self.frame_id, velocities=vel)
         self.pub_boxes.publish(arr)
         if self.pub.get_subscription_count():
             for m in msgs:
