@@ -48,6 +48,12 @@ def test_pipeline_ops_on_real_stream():
     assert ops["ann"]["muls"] == ops["ann"]["adds"] > 0
     assert ops["snn"]["adds"] < ops["snn"]["dense_macs"]  # sparse input does less than dense
     assert ops["dashnet"]["adds"] > ops["snn"]["adds"]
+    # the template channels' correlations are counted: more than the network alone
+    net_only = FrameTracker.from_preset("fast").eval()
+    torch.manual_seed(0)
+    with OpCounter(net_only, spiking=False) as c:
+        net_only(torch.rand(1, net_only.in_channels, 64, 64))
+    assert ops["ann"]["dense_macs"] > c.dense_macs + 1e6
     md, data = table4(ops, {"snn": 2000.0, "ann": 300.0, "dashnet": 1500.0})
     assert "DashNet" in md and data["SNN"]["fps"] == 2000.0
 

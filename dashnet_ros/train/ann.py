@@ -8,8 +8,9 @@ the frame over the preset's region and, for ANN-AT, the attention channel ``A = 
 (eq. 11) from a fed-back box.  At tracking time that box is the latest fused box before
 the frame (eq. 10); here it is the ground truth perturbed by eq. 12 (``alpha, beta ~
 N(0, --feedback-noise)``, paper 0.1), in ``--p-wide`` of the samples with the wider
-``--wide-noise`` (a poorer previous estimate), and in ``--p-none`` none at all (the
-first frame, or a lost track).  Loss: eq. 6, squared box error in the region-normalised
+``--wide-noise`` (a poorer previous estimate), in ``--p-far`` a box shifted by
+``N(0, --far-shift)`` box sizes (a fast target the fused box fell behind), and in
+``--p-none`` none at all (whole-frame view only: the first frame, or a lost track).  Loss: eq. 6, squared box error in the region-normalised
 ``(cx, cy, w, h)`` plus ``λ Σ||W||²``.  Frames are mirrored left-right at random.
 
 ``dashnet train ann --data DIR --out PATH [--no-attention] [--preset fast|paper] ...``
@@ -113,7 +114,8 @@ def _sources(data):
 def train(data, out: str, preset="fast", attention: bool = True, steps: int = 2000, batch: int = 32,
           lr: float = 1e-3, lam: float = 1e-5, seed: int = 0, resume: bool = False, device: str = "cpu",
           threads: int = 1, feedback_noise: float = 0.1, wide_noise: float = 0.3, p_wide: float = 0.2,
-          p_none: float = 0.1, every_frame: bool = True, ckpt_every: int = 250, pool: int = 16,
+          p_none: float = 0.1, far_shift: float = 0.5, p_far: float = 0.25,
+          every_frame: bool = True, ckpt_every: int = 250, pool: int = 16,
           quiet: bool = True, progress=None, eval_data=None) -> dict:
     """Train ANN-AT (``attention``) or ANN-NAT; returns ``{"step", "loss", "iou", "seconds",
     "eval"?}``.  ``data``: a directory of dataset files or a list of :class:`FrameSequence`;
@@ -123,7 +125,7 @@ def train(data, out: str, preset="fast", attention: bool = True, steps: int = 20
         raise ValueError(f"steps and batch must be >= 1, got {steps} and {batch}")
     opts = dict(preset=name, attention=bool(attention), steps=steps, batch=batch, lr=lr, lam=lam,
                 feedback_noise=feedback_noise, wide_noise=wide_noise, p_wide=p_wide, p_none=p_none,
-                every_frame=every_frame, pool=pool, seed=seed)
+                far_shift=far_shift, p_far=p_far, every_frame=every_frame, pool=pool, seed=seed)
     prec = preset_record(preset, attention)
     d = common.setup(device, threads)
     try:
@@ -135,7 +137,8 @@ def train(data, out: str, preset="fast", attention: bool = True, steps: int = 20
         fwd = common.wrap(model, d)
         sampler = ANNSampler(sources, p, attention, seed=common.data_seed(seed, d.rank, start),
                              feedback_noise=feedback_noise, wide_noise=wide_noise, p_wide=p_wide,
-                             p_none=p_none, every_frame=every_frame, pool_size=pool)
+                             p_none=p_none, far_shift=far_shift, p_far=p_far, every_frame=every_frame,
+                             pool_size=pool)
         name = "train ann" + ("" if attention else "-nat")
         bar = common.make_bar(steps, start, name, quiet or not d.main)
         t_begin = time.monotonic()
@@ -193,6 +196,7 @@ def run(args) -> int:
                     batch=args.batch, lr=args.lr, lam=args.lam, seed=args.seed, resume=args.resume,
                     device=args.device, threads=args.threads, feedback_noise=args.feedback_noise,
                     wide_noise=args.wide_noise, p_wide=args.p_wide, p_none=args.p_none,
+                    far_shift=args.far_shift, p_far=args.p_far,
                     every_frame=not args.aps_only, ckpt_every=args.ckpt_every, pool=args.pool,
                     quiet=args.quiet, eval_data=args.eval_data)
     except (FileNotFoundError, ValueError) as e:

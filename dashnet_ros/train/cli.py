@@ -65,6 +65,10 @@ def ann_args(p: argparse.ArgumentParser) -> None:
                    help="std for the share --p-wide of poorer fed-back boxes (default %(default)s)")
     p.add_argument("--p-wide", type=float, default=0.2, help="share of wide-noise feedback (default %(default)s)")
     p.add_argument("--p-none", type=float, default=0.1, help="share of frames without feedback (default %(default)s)")
+    p.add_argument("--far-shift", type=float, default=0.5,
+                   help="std (box sizes) of the centre shift for the share --p-far of fed-back boxes far off "
+                        "the target, as after a fast move (default %(default)s)")
+    p.add_argument("--p-far", type=float, default=0.25, help="share of far-off feedback (default %(default)s)")
     p.add_argument("--aps-only", action="store_true",
                    help="train on the 30 Hz APS frames only (default: every source frame)")
 

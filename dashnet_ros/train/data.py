@@ -450,8 +450,10 @@ class ANNSampler:
     Feedback box (eq. 10-12): with probability ``p_none`` none; otherwise the ground truth
     perturbed by eq. 12 with ``alpha, beta ~ N(0, noise)``, where ``noise`` is
     ``feedback_noise`` (paper: 0.1), or ``wide_noise`` with probability ``p_wide`` (a
-    poorer previous estimate, as a drifting SNN gives).  A search-window preset always
-    gets a feedback box.  ``flip``: mirror frames left-right with probability 0.5.
+    poorer previous estimate, as a drifting SNN gives), or with probability ``p_far`` a
+    box whose centre is shifted by ``N(0, far_shift)`` box sizes (size noise
+    ``feedback_noise``: a fast target the fused box fell behind).  A search-window preset
+    always gets a feedback box.  ``flip``: mirror frames left-right with probability 0.5.
 
     Template channels (preset ``templates``, :mod:`dashnet_ros.models.template`): the
     initial template is a random earlier frame of the sequence at its ground truth (eq. 12
@@ -465,7 +467,8 @@ class ANNSampler:
                  feedback_noise: float = 0.1, wide_noise: float = 0.3, p_wide: float = 0.2,
                  p_none: float = 0.1, every_frame: bool = True, flip: bool = True,
                  pool_size: int = 24, refresh_every: int = 8, allow_heldout: bool = False,
-                 template_noise: float = 0.05, max_gap: int = 16, photometric: bool = True):
+                 template_noise: float = 0.05, max_gap: int = 16, photometric: bool = True,
+                 far_shift: float = 0.0, p_far: float = 0.0):
         self.preset = preset
         self.attention = bool(attention)
         self.feedback_noise, self.wide_noise = float(feedback_noise), float(wide_noise)
@@ -473,6 +476,7 @@ class ANNSampler:
         self.flip = bool(flip)
         self.template_noise, self.max_gap = float(template_noise), max(1, int(max_gap))
         self.photometric = bool(photometric)
+        self.far_shift, self.p_far = float(far_shift), float(p_far)
         self.rng = np.random.default_rng(seed)
         self.pool = SequencePool(
             sources, lambda p: FrameSequence.from_dataset(p, every_frame, allow_heldout),
@@ -481,7 +485,10 @@ class ANNSampler:
     def feedback(self, gt_box) -> Optional[np.ndarray]:
         if self.preset.view == "frame" and self.rng.random() < self.p_none:
             return None
-        noise = self.wide_noise if self.rng.random() < self.p_wide else self.feedback_noise
+        u = self.rng.random()
+        if u < self.p_far:
+            return noisy_box(gt_box, self.rng, self.feedback_noise, self.far_shift)
+        noise = self.wide_noise if u < self.p_far + self.p_wide else self.feedback_noise
         return perturb(gt_box, self.rng, noise)
 
     def _frame(self, seq: FrameSequence, k: int, flip: bool, gain: float, offset: float):
