@@ -110,6 +110,18 @@ def test_ann_samples_shapes_and_targets(train_seq):
             assert np.all((r[:, 0] < cx) & (cx < r[:, 0] + r[:, 2]) & (r[:, 1] < cy) & (cy < r[:, 1] + r[:, 3]))
 
 
+def test_ann_sampler_far_feedback_shifts_by_box_sizes(train_seq):
+    _, fr = train_seq
+    gt = np.array([100.0, 60.0, 20.0, 10.0], np.float32)
+    near = ANNSampler([fr], ANN_P, seed=3, p_wide=0.0)
+    far = ANNSampler([fr], ANN_P, seed=3, p_wide=0.0, p_far=1.0, far_shift=0.5)
+    for s, lo, hi in ((near, 0.07, 0.13), (far, 0.42, 0.58)):
+        fb = np.stack([s.feedback(gt) for _ in range(2000)])
+        shift = (fb[:, :2] + fb[:, 2:] / 2 - (gt[:2] + gt[2:] / 2)) / gt[2:]   # in box sizes
+        assert lo < shift.std() < hi, shift.std()
+        assert 0.05 < (fb[:, 2] / gt[2] - 1).std() < 0.15                     # size noise stays eq. 12's
+
+
 def test_dataset_files_and_heldout_refusal(data_dir):
     good, bad = data_dir
     paths = list_datasets(str(good))
