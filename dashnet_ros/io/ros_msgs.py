@@ -149,7 +149,9 @@ def box_to_msg(box, msg, *, t_us: int, source: int, score: float = 1.0, frame_id
     msg.score = float(score)
     msg.source = int(source)
     msg.valid = valid
-    vx, vy = (0.0, 0.0) if velocity is None else (float(velocity[0]), float(velocity[1]))
+    # float32 now, as on the wire: a node reading the message in-process (deterministic
+    # replay) then sees exactly what a subscriber would
+    vx, vy = (0.0, 0.0) if velocity is None else np.asarray(velocity, np.float32).reshape(2).tolist()
     if not (valid and math.isfinite(vx) and math.isfinite(vy)):
         vx = vy = 0.0
     msg.vx, msg.vy = vx, vy
