@@ -8,7 +8,8 @@ from the latest fused box before the frame (eq. 10) -- 2 channels; without atten
 (ANN-NAT) the frame alone.  Loss: eq. 6 (:func:`ann_loss`).
 
 Two presets (:data:`PRESETS`): ``"paper"`` is the §4 string on the whole 240x180 frame;
-``"fast"`` a narrower network on a 64x64 search window of 2.5x the fed-back box, for CPUs
+``"fast"`` a narrower network on a 64x64 search window of 3.5x the fed-back box with two
+template channels (:mod:`.template`), for CPUs
 (2.9 M MACs per frame; the paper preset ~2.7 ms per frame on one torch thread of the shared
 dev machine with channels_last; bf16 autocast is 10x slower there, no AVX512-BF16/AMX).
 """
@@ -54,9 +55,10 @@ class ANNPreset:
 
 PRESETS: Dict[str, ANNPreset] = {
     "paper": ANNPreset(PAPER_ANN_ARCH, (180, 240), "frame", 0.0),
-    # a 64x64 search window of 2.5x the fed-back box (whole-frame 90x120 scored below the
-    # box it was fed; train/README.md) with the two template channels of .template
-    "fast": ANNPreset("Input-16C3S2-MP2-32C3S1-MP2-64C3S1-MP2-128C2S2-FC256-FC4", (64, 64), "search", 2.5,
+    # a 64x64 search window of 3.5x the fed-back box with the two template channels of
+    # .template (whole-frame 90x120 scored below the box it was fed; windows of 2.5x and
+    # 4.5x scored below 3.5x on procedural validation streams: train/README.md)
+    "fast": ANNPreset("Input-16C3S2-MP2-32C3S1-MP2-64C3S1-MP2-128C2S2-FC256-FC4", (64, 64), "search", 3.5,
                       templates=2),
 }
 

@@ -24,16 +24,20 @@ dashnet dataset build scenes:1000-1199 --frames 240 --interpolator linear --out 
 dashnet dataset build scenes:0-19 --frames 240 --interpolator linear --out "$WORK/heldout"
 
 # 2. the SNN and the two ANNs (one CPU thread each: the SNN runs beside the ANNs).  The
-#    shipped SNN and ANN-AT were trained in two stages (the second a --resume to a larger
-#    --steps, which restarts the cosine schedule), reproduced as such here.
+#    shipped SNN was trained in two stages (the second a --resume to a larger --steps,
+#    which restarts the cosine schedule), reproduced as such here; the ANNs in one run each.
 H="$WORK/heldout"
 D="$WORK/data"
+# the ANNs were trained on the first 100 training streams (seeds 1000-1099): a folder of links
+A="$WORK/data_1000_1099"
+mkdir -p "$A"
+for i in $(seq 1000 1099); do ln -sf "../$(basename "$D")/scenes_$i.h5" "$A/scenes_$i.h5"; done
 ( "$PY" -m dashnet_ros.train.snn --data "$D" --out "$R/snn_fast.pt" --steps 1500 --seed 0 -q &&
   "$PY" -m dashnet_ros.train.snn --data "$D" --out "$R/snn_fast.pt" --steps 2500 --seed 0 --resume \
       --eval-data "$H" ) &
 SNN=$!
-"$PY" -m dashnet_ros.train.ann --data "$D" --out "$R/ann_fast.pt" --steps 2000 --seed 0 --eval-data "$H"
-"$PY" -m dashnet_ros.train.ann --no-attention --data "$D" --out "$R/ann_nat_fast.pt" --steps 1500 --seed 0 \
+"$PY" -m dashnet_ros.train.ann --data "$A" --out "$R/ann_fast.pt" --steps 6000 --seed 0 --eval-data "$H"
+"$PY" -m dashnet_ros.train.ann --no-attention --data "$A" --out "$R/ann_nat_fast.pt" --steps 6000 --seed 0 \
     --eval-data "$H"
 wait $SNN
 cp "$R/snn_fast.pt" "$R/ann_fast.pt" "$R/ann_nat_fast.pt" "$W/"
