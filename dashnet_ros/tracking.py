@@ -217,6 +217,22 @@ class SNNRunner:
         return out
 
 
+def stored_ann_preset(cfg: dict, name: str) -> ANNPreset:
+    """The input geometry the ANN weights were trained with (window scale, input size,
+    attention sigma, template channels), from the checkpoint's preset record; the named
+    preset where the checkpoint has none.  (Weights trained before the fast preset's window
+    changed keep the window they were trained on.)"""
+    p = ANN_PRESETS[name]
+    rec = cfg.get("preset")
+    if not isinstance(rec, dict):
+        return p
+    keep = {k: rec[k] for k in ("view", "search_scale", "sigma_rel") if k in rec}
+    keep["templates"] = int(rec.get("templates", 0))   # records older than template channels: none
+    if "in_hw" in rec:
+        keep["in_hw"] = tuple(int(v) for v in rec["in_hw"])
+    return ANNPreset(**{**p.to_dict(), "in_hw": p.in_hw, **keep})
+
+
 class ANNRunner:
     """The ANN tracker on APS frames; ``update(image, feedback_box)`` -> box.
 
@@ -245,7 +261,7 @@ class ANNRunner:
         if bool(cfg.get("attention", True)) != attention:
             raise ValueError(f"{path or default}: trained with attention={cfg.get('attention')}, "
                              f"but attention={attention} was requested")
-        return cls(model, preset, width, height, attention)
+        return cls(model, stored_ann_preset(cfg, preset), width, height, attention)
 
     def init(self, box) -> None:
         """Start on a new target (``box`` at the next frame's instant); forgets the templates."""

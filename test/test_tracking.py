@@ -148,3 +148,18 @@ def test_snn_outputs_carry_their_motion(stream):
         last = good[-1].box
         expect = (last[:2] + last[2:] / 2) - (ref[:2] + ref[2:] / 2)
         np.testing.assert_allclose(total, expect, atol=1e-2)
+
+
+def test_ann_weights_keep_the_window_they_were_trained_with(tmp_path):
+    from dashnet_ros.models.checkpoint import save_checkpoint
+    from dashnet_ros.tracking import stored_ann_preset
+
+    old = {"name": "fast", "view": "search", "search_scale": 2.5, "in_hw": [64, 64], "sigma_rel": 0.5}
+    p = stored_ann_preset({"preset": old}, "fast")
+    assert p.search_scale == 2.5 and p.templates == 0 and p.in_hw == (64, 64)
+    assert stored_ann_preset({}, "fast").search_scale == 3.5          # no record: the named preset
+    m = FrameTracker.from_preset("fast", templates=0).eval()
+    path = str(tmp_path / "old_ann.pt")
+    save_checkpoint(path, m, preset=old)
+    r = ANNRunner.from_file(path, "fast", W, H)
+    assert r.preset.search_scale == 2.5 and r.templates == 0
