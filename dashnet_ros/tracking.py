@@ -24,6 +24,7 @@ separately (one per node).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from .models.ann import ANNPreset, frame_input
 from .models.arch import full_region, region_norm_to_box, search_region
 from .models.checkpoint import load_checkpoint
 from .models.snn import PRESETS as SNN_PRESETS
+from .models.snn import SNNPreset
 from .models.snn import bin_events
 from .models.snn_engine import SNNEngine
 
@@ -123,7 +125,7 @@ class SNNRunner:
         if self.engine is None and script and hasattr(model, "scripted"):
             model = model.scripted()
         self.model = model
-        self.preset = SNN_PRESETS[preset_name]
+        self.preset = preset_name if isinstance(preset_name, SNNPreset) else SNN_PRESETS[preset_name]
         self.width, self.height = int(width), int(height)
         self.window_us = int(window_us or self.preset.window_us)
         if self.window_us <= 0:
@@ -142,7 +144,7 @@ class SNNRunner:
     @classmethod
     def from_file(cls, path: Optional[str], preset: str, width: int, height: int, **kw) -> "SNNRunner":
         model, cfg = _load("snn", path or default_weights("snn", preset), preset)
-        return cls(model, preset, width, height, **kw)
+        return cls(model, stored_preset(cfg, preset, "snn"), width, height, **kw)
 
     def init(self, box, t_us: int) -> None:
         self.reference = sane_box(box, self.width, self.height)
@@ -217,20 +219,25 @@ class SNNRunner:
         return out
 
 
-def stored_ann_preset(cfg: dict, name: str) -> ANNPreset:
-    """The input geometry the ANN weights were trained with (window scale, input size,
-    attention sigma, template channels), from the checkpoint's preset record; the named
-    preset where the checkpoint has none.  (Weights trained before the fast preset's window
-    changed keep the window they were trained on.)"""
-    p = ANN_PRESETS[name]
+def stored_preset(cfg: dict, name: str, kind: str):
+    """The preset ``name`` with the input geometry the weights were trained with (from the
+    checkpoint's preset record; the named preset as it is where the checkpoint has none), so
+    weights trained before a preset changed keep running as they were trained.  ANN: window
+    view, scale, input size, attention sigma, template channels (none in records older than
+    them); SNN: view, window scale, input size, window length and LIF steps per window."""
+    presets = ANN_PRESETS if kind == "ann" else SNN_PRESETS
+    p = presets[name]
     rec = cfg.get("preset")
     if not isinstance(rec, dict):
         return p
-    keep = {k: rec[k] for k in ("view", "search_scale", "sigma_rel") if k in rec}
-    keep["templates"] = int(rec.get("templates", 0))   # records older than template channels: none
+    fields = ("view", "search_scale", "sigma_rel") if kind == "ann" else \
+        ("view", "search_scale", "window_us", "steps_per_window")
+    upd = {k: rec[k] for k in fields if k in rec}
     if "in_hw" in rec:
-        keep["in_hw"] = tuple(int(v) for v in rec["in_hw"])
-    return ANNPreset(**{**p.to_dict(), "in_hw": p.in_hw, **keep})
+        upd["in_hw"] = tuple(int(v) for v in rec["in_hw"])
+    if kind == "ann":
+        upd["templates"] = int(rec.get("templates", 0))
+    return dataclasses.replace(p, **upd)
 
 
 class ANNRunner:
@@ -261,7 +268,7 @@ class ANNRunner:
         if bool(cfg.get("attention", True)) != attention:
             raise ValueError(f"{path or default}: trained with attention={cfg.get('attention')}, "
                              f"but attention={attention} was requested")
-        return cls(model, stored_ann_preset(cfg, preset), width, height, attention)
+        return cls(model, stored_preset(cfg, preset, "ann"), width, height, attention)
 
     def init(self, box) -> None:
         """Start on a new target (``box`` at the next frame's instant); forgets the templates."""

@@ -150,16 +150,23 @@ def test_snn_outputs_carry_their_motion(stream):
         np.testing.assert_allclose(total, expect, atol=1e-2)
 
 
-def test_ann_weights_keep_the_window_they_were_trained_with(tmp_path):
+def test_weights_keep_the_geometry_they_were_trained_with(tmp_path):
     from dashnet_ros.models.checkpoint import save_checkpoint
-    from dashnet_ros.tracking import stored_ann_preset
+    from dashnet_ros.tracking import stored_preset
 
     old = {"name": "fast", "view": "search", "search_scale": 2.5, "in_hw": [64, 64], "sigma_rel": 0.5}
-    p = stored_ann_preset({"preset": old}, "fast")
+    p = stored_preset({"preset": old}, "fast", "ann")
     assert p.search_scale == 2.5 and p.templates == 0 and p.in_hw == (64, 64)
-    assert stored_ann_preset({}, "fast").search_scale == 3.5          # no record: the named preset
+    assert stored_preset({}, "fast", "ann").search_scale == 3.5          # no record: the named preset
     m = FrameTracker.from_preset("fast", templates=0).eval()
     path = str(tmp_path / "old_ann.pt")
     save_checkpoint(path, m, preset=old)
     r = ANNRunner.from_file(path, "fast", W, H)
     assert r.preset.search_scale == 2.5 and r.templates == 0
+    # the SNN likewise: a window of 960 us stored with the weights is the runner's window
+    snn_rec = dict(SpikingTracker.from_preset("fast").config(), name="fast", view="search", search_scale=3.0,
+                   in_hw=[32, 32], window_us=960, steps_per_window=1)
+    sp = str(tmp_path / "snn.pt")
+    save_checkpoint(sp, SpikingTracker.from_preset("fast"), preset=snn_rec)
+    s = SNNRunner.from_file(sp, "fast", W, H)
+    assert s.window_us == 960 and s.preset.search_scale == 3.0
