@@ -110,7 +110,8 @@ class SNNRunner:
     """
 
     def __init__(self, model, preset_name: str, width: int, height: int, *, window_us: Optional[int] = None,
-                 windows_per_call: int = 1, script: bool = True, engine: str = "numpy"):
+                 windows_per_call: int = 1, script: bool = True, engine: str = "numpy",
+                 reset_jump: float = 0.15):
         if engine not in ("numpy", "torch"):
             raise ValueError(f"SNN engine must be 'numpy' or 'torch', got {engine!r}")
         # numpy engine (models/snn_engine.py): a few numpy calls per window instead of
@@ -140,6 +141,11 @@ class SNNRunner:
         self._i = 0
         self._t_next: Optional[int] = None
         self.reference: Optional[np.ndarray] = None
+        if not reset_jump >= 0:
+            raise ValueError(f"reset_jump must be >= 0 (a fraction of the search window), got {reset_jump!r}")
+        self.reset_jump = float(reset_jump)
+        self._last_region: Optional[np.ndarray] = None
+        self.resets = 0     # state resets after window jumps
 
     @classmethod
     def from_file(cls, path: Optional[str], preset: str, width: int, height: int, **kw) -> "SNNRunner":
@@ -152,6 +158,7 @@ class SNNRunner:
             raise ValueError(f"initial box {np.asarray(box).tolist()} is not a valid (x, y, w, h) box")
         self._t_next = int(t_us)
         self._ev, self._i = empty_events(), 0
+        self._last_region = None
         (self.engine or self.model).reset_state()
 
     def _region(self) -> np.ndarray:
@@ -192,6 +199,15 @@ class SNNRunner:
         j = self._i + int(np.searchsorted(self._ev["t_us"][self._i:], t_end, side="left"))
         ev, self._i = self._ev[self._i:j], j
         region = self._region()
+        if self.reset_jump and self._last_region is not None and self.preset.view == "search":
+            # the membrane maps live in search-window coordinates: after a jump of the
+            # window (an ANN correction through the fused box) they describe other pixels
+            r0 = self._last_region
+            shift = math.hypot(region[0] + region[2] / 2 - r0[0] - r0[2] / 2, region[1] + region[3] / 2 - r0[1] - r0[3] / 2)
+            if shift > self.reset_jump * r0[2]:
+                (self.engine or self.model).reset_state()
+                self.resets += 1
+        self._last_region = region
         x = bin_events(ev, t0, t_end, k * self.steps, region, self.preset.in_hw)
         norms = self._network(x.reshape((k, self.steps) + x.shape[1:]))
         boxes = region_norm_to_box(norms, region)

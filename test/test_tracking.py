@@ -170,3 +170,34 @@ def test_weights_keep_the_geometry_they_were_trained_with(tmp_path):
     save_checkpoint(sp, SpikingTracker.from_preset("fast"), preset=snn_rec)
     s = SNNRunner.from_file(sp, "fast", W, H)
     assert s.window_us == 960 and s.preset.search_scale == 3.0
+
+
+def test_snn_state_is_reset_after_a_jump_of_its_window(stream):
+    items, box0 = stream
+    evs = [it for it in items if isinstance(it, EventBatch)]
+
+    def run(reset_jump, jump_px):
+        torch.manual_seed(0)
+        snn = SNNRunner(SpikingTracker.from_preset("fast"), "fast", W, H, reset_jump=reset_jump)
+        snn.init(box0, 0)
+        outs = []
+        ref = np.asarray(box0, np.float32)
+        for i, it in enumerate(evs):
+            if i == len(evs) // 2:                  # an ANN correction moves the window
+                ref = ref + np.float32([jump_px, 0, 0, 0])
+            snn.add_events(it.events)
+            while snn.windows_ready(it.t1_us):
+                snn.reference = ref                 # held, as the hybrid holds it on the fused box
+                outs += snn.step(1)
+        return snn, np.stack([o.box for o in outs])
+
+    side = 2.5 * max(box0[2], box0[3])
+    never, a = run(0.0, 0.3 * side)
+    big, b = run(0.15, 0.3 * side)
+    small, c = run(0.15, 0.05 * side)
+    assert never.resets == 0 and big.resets == 1 and small.resets == 0
+    half = len(a) // 2 - 2
+    np.testing.assert_array_equal(a[:half], b[:half])                  # same until the jump
+    assert not np.array_equal(np.nan_to_num(a), np.nan_to_num(b))      # then the state differs
+    with pytest.raises(ValueError, match="reset_jump"):
+        SNNRunner(SpikingTracker.from_preset("fast"), "fast", W, H, reset_jump=-1)

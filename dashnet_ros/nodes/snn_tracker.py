@@ -185,6 +185,8 @@ PARAMS = torch_params("snn") + (
                                 "on the SNN's own output (SNN-origin)"),
     Param("fused_input", "array", "fused boxes from ~/fused_boxes (TrackedBoxArray, 'array': every one) or "
                                   "~/fused_box (TrackedBox, 'single')", one_of("array", "single")),
+    Param("reset_jump", 0.15, "reset the SNN's state when its search region jumps by more than this fraction "
+                              "of the region's side (0 = never)", non_negative),
     Param("fused_max_age_ms", 20.0, "ignore fused boxes older than this (sensor time) at the window start", positive),
     Param("max_gap_ms", 100.0, "a forward jump in the event stream longer than this restarts the windows "
                                "at the new time (keeping the box)", positive),
@@ -204,7 +206,7 @@ class SNNTrackerNode(Node):
         self.warn = RateLimitedWarner(self.get_logger())
         self.runner = SNNRunner.from_file(weights_path(p["weights"]), p["preset"], 240, 180,
                                           window_us=p["window_us"] or None, windows_per_call=p["windows_per_call"],
-                                          engine=p["engine"])
+                                          engine=p["engine"], reset_jump=p["reset_jump"])
         setup_torch(self.runner, p["threads"], p["device"])
         self.window_us = self.runner.window_us
         self.first = InitialBox(self, p["init_box"])
@@ -351,7 +353,7 @@ class SNNTrackerNode(Node):
         st.level = DiagnosticStatus.OK if self.initialised else DiagnosticStatus.WARN
         st.message = "tracking" if self.initialised else "waiting for the initial box"
         values = dict(self.counts, last_end_us=self.last_end_us, window_us=self.window_us,
-                      windows_per_call=self.runner.windows_per_call)
+                      windows_per_call=self.runner.windows_per_call, state_resets=self.runner.resets)
         st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
