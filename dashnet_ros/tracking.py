@@ -37,7 +37,7 @@ from .davis.frames import ApsFrame, EventBatch
 from .events import concat_events, empty_events
 from .fusion.tcf import TCF
 from .models.ann import PRESETS as ANN_PRESETS
-from .models.ann import ANNPreset, frame_input
+from .models.ann import ANNPreset, frame_input, unit_float
 from .models.arch import full_region, region_norm_to_box, search_region
 from .models.checkpoint import load_checkpoint
 from .models.snn import PRESETS as SNN_PRESETS
@@ -256,6 +256,13 @@ def stored_preset(cfg: dict, name: str, kind: str):
     return dataclasses.replace(p, **upd)
 
 
+def _kept_frame(image) -> np.ndarray:
+    """A frame kept for the template channels: converted to float luminance once (not at
+    every later frame that cuts a template from it), and never the caller's buffer."""
+    img = unit_float(image)
+    return img.copy() if img is image else img
+
+
 class ANNRunner:
     """The ANN tracker on APS frames; ``update(image, feedback_box)`` -> box.
 
@@ -295,7 +302,7 @@ class ANNRunner:
         if not self.templates:
             return None
         if self._first is None and self._init_box is not None:
-            self._first = (np.array(image), self._init_box)
+            self._first = (_kept_frame(image), self._init_box)
         return [self._first, self._prev or self._first][:self.templates]
 
     def update(self, image: np.ndarray, feedback_box=None) -> np.ndarray:
@@ -315,7 +322,7 @@ class ANNRunner:
         if sane is not None:
             self.last_box = sane
             if self.templates:
-                self._prev = (np.array(image), sane)
+                self._prev = (_kept_frame(image), sane)
         return box
 
 

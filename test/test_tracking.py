@@ -117,11 +117,13 @@ def test_ann_runner_keeps_the_first_and_previous_frame_as_templates(stream):
     ann.init(box0)
     b1 = ann.update(frames[0].image, box0)
     first, prev = ann._first, ann._prev
-    assert first[0] is not frames[0].image and np.array_equal(first[0], frames[0].image)
+    from dashnet_ros.models.ann import unit_float
+
+    assert first[0] is not frames[0].image and np.array_equal(first[0], unit_float(frames[0].image))
     np.testing.assert_allclose(first[1], box0, atol=1e-4)
     np.testing.assert_array_equal(prev[1], b1)
     ann.update(frames[1].image, b1)
-    assert ann._first is first and np.array_equal(ann._prev[0], frames[1].image)
+    assert ann._first is first and np.array_equal(ann._prev[0], unit_float(frames[1].image))
     ann.init(box0)                       # a new target forgets both
     assert ann._first is None and ann._prev is None
     # weights made without template channels still run (the weights decide)

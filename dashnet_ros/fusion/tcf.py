@@ -179,7 +179,7 @@ class TCF:
         Runs once per SNN window (2083/s), so it works on Python floats; the rounding is
         that of the float32 box conversions (:mod:`dashnet_ros.boxes`).
         """
-        if motion_px is not None:
+        if motion_px is not None and self.propagate:
             self.add_motion(t_snn_us, float(motion_px[0]), float(motion_px[1]))
         s = np.asarray(box_snn, dtype=np.float32).reshape(4).tolist()
         s_ok = all(map(math.isfinite, s))

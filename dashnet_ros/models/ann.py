@@ -147,6 +147,15 @@ def crop_resample(image: np.ndarray, region, out_hw: Sequence[int]) -> np.ndarra
     return cv2.warpAffine(img, m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
+def unit_float(image: np.ndarray) -> np.ndarray:
+    """An APS image as float32 luminance in [0, 1] (uint8 is scaled by 1/255; float images
+    are taken as already in [0, 1], without a copy when they are float32)."""
+    img = np.asarray(image)
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) * (1.0 / 255.0)
+    return img.astype(np.float32, copy=False)
+
+
 def frame_input(image: np.ndarray, region, in_hw: Sequence[int], prev_box=None, sigma_rel: float = 0.5,
                 attention: bool = True, templates: Optional[Sequence] = None) -> np.ndarray:
     """The ANN input ``[C, H, W]`` float32 for one APS frame.
@@ -161,9 +170,7 @@ def frame_input(image: np.ndarray, region, in_hw: Sequence[int], prev_box=None, 
     img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError(f"APS image must be 2-D (H, W), got shape {img.shape}")
-    if img.dtype == np.uint8:
-        img = img.astype(np.float32) * (1.0 / 255.0)
-    x = crop_resample(img, region, in_hw)
+    x = crop_resample(unit_float(img), region, in_hw)
     extra = template_channels(x, region, in_hw, templates) if templates is not None else None
     if not attention:
         return x[None].astype(np.float32, copy=False) if extra is None else np.concatenate([x[None], extra])

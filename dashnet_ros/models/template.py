@@ -30,7 +30,7 @@ def template_patch(image: np.ndarray, box, px_per_frame_px: float) -> Optional[n
     """The frame inside ``box`` (x, y, w, h frame pixels) resampled by ``px_per_frame_px``
     (the search window's scale), float32 in [0, 1]; None for a box that is not finite or
     shrinks below 3 px."""
-    from .ann import crop_resample
+    from .ann import crop_resample, unit_float
 
     b = np.asarray(box, dtype=np.float64).reshape(4)
     if not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
@@ -38,10 +38,7 @@ def template_patch(image: np.ndarray, box, px_per_frame_px: float) -> Optional[n
     th, tw = int(round(b[3] * px_per_frame_px)), int(round(b[2] * px_per_frame_px))
     if min(th, tw) < MIN_TEMPLATE_PX:
         return None
-    img = np.asarray(image)
-    if img.dtype == np.uint8:
-        img = img.astype(np.float32) * (1.0 / 255.0)
-    return crop_resample(img, b, (th, tw))
+    return crop_resample(unit_float(image), b, (th, tw))
 
 
 def ncc_map(search: np.ndarray, patch: Optional[np.ndarray]) -> np.ndarray:
