@@ -14,6 +14,20 @@ def test_records_are_16_bytes_and_survive_concatenation():
     np.testing.assert_array_equal(back["t_us"], [10, 20, 30])
 
 
+def test_concatenation_keeps_every_field_from_views_strided_slices_and_other_layouts():
+    rng = np.random.default_rng(0)
+    a = E.make_events(rng.integers(0, 240, 50), rng.integers(0, 180, 50), np.arange(50), rng.choice([-1, 1], 50))
+    view = E.from_buffer(E.to_bytes(a))[10:20]                 # read-only view, as from a message
+    strided = a[20:40:3]
+    packed = np.zeros(2, dtype=[("t_us", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "i1")])   # 13-byte records
+    packed["t_us"], packed["x"], packed["y"], packed["p"] = [99, 100], [7, 8], [9, 10], [1, -1]
+    for chunks in ([view, strided], [view, strided, packed]):
+        c = E.concat_events(chunks)
+        assert c.dtype == E.EVENT_DTYPE and len(c) == sum(len(x) for x in chunks)
+        for f in ("t_us", "x", "y", "p"):
+            np.testing.assert_array_equal(c[f], np.concatenate([x[f] for x in chunks]))
+
+
 def test_make_events_sorts_by_time_and_slice_is_half_open():
     ev = E.make_events([0, 1, 2], [0, 0, 0], [30, 10, 20], [1, 1, -1])
     assert E.is_sorted(ev) and list(ev["x"]) == [1, 2, 0]

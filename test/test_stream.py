@@ -7,7 +7,7 @@ import pytest
 
 from dashnet_ros.davis.frames import ApsFrame, EventBatch, Frame, FrameSource
 from dashnet_ros.davis.stream import DavisSimulator, linear_blend
-from dashnet_ros.events import is_sorted
+from dashnet_ros.events import EVENT_DTYPE, is_sorted
 
 QUIET_PIXEL = dict(sigma_threshold=0.0, leak_rate_hz=0.0, shot_noise_rate_hz=0.0,
                    refractory_us=0.0, threshold_on=0.2, threshold_off=0.2)
@@ -131,6 +131,7 @@ def test_stream_time_order_and_tiling():
     for b in batches:
         assert 0 < b.t1_us - b.t0_us <= 700
         assert is_sorted(b.events)
+        assert b.events.dtype == EVENT_DTYPE            # the 16-byte record, as in an EventPacket
         if len(b.events):
             assert b.events["t_us"].min() >= b.t0_us and b.events["t_us"].max() < b.t1_us
     # every item starts no earlier than the previous one ended

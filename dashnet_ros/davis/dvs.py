@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..events import EVENT_DTYPE, empty_events
+from ..events import EVENT_DTYPE, concat_events, empty_events
 
 __all__ = ["DVSModel", "PaperDVS", "PixelDVS", "make_dvs", "DVS_MODELS"]
 
@@ -142,8 +142,7 @@ class DVSModel(abc.ABC):
         for a, t in zip(frames, times):
             out.append(self._step(a, t0, t))
             t0 = t
-        out = [e for e in out if len(e)]
-        return np.concatenate(out) if out else empty_events()
+        return concat_events(out)
 
     @abc.abstractmethod
     def _reset(self, image: np.ndarray) -> None:

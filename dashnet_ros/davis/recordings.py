@@ -62,7 +62,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from dashnet_ros.davis.frames import ApsFrame, EventBatch
-from dashnet_ros.events import EVENT_DTYPE, empty_events, is_sorted
+from dashnet_ros.events import EVENT_DTYPE, concat_events, empty_events, is_sorted
 
 __all__ = [
     "RecordingWarning",
@@ -186,7 +186,7 @@ class _StreamAssembler:
             if len(self._pending) == 1:
                 ev = self._pending[0]
             elif self._pending:
-                ev = _cat(self._pending)
+                ev = concat_events(self._pending)
             else:
                 ev = empty_events()
             if not is_sorted(ev):
@@ -334,13 +334,6 @@ class DavisRecording:
         self.close()
 
 
-def _cat(chunks: Sequence[np.ndarray]) -> np.ndarray:
-    """Concatenate event arrays keeping EVENT_DTYPE's 16-byte layout (numpy 2 would pack it)."""
-    if not chunks:
-        return empty_events()
-    return np.concatenate(chunks, dtype=EVENT_DTYPE)
-
-
 def collect(items: Iterable[StreamItem]) -> Tuple[np.ndarray, List[ApsFrame]]:
     """All events (one sorted array) and frames of a stream — handy for tests and export."""
     evs, frames = [], []
@@ -350,7 +343,7 @@ def collect(items: Iterable[StreamItem]) -> Tuple[np.ndarray, List[ApsFrame]]:
                 evs.append(it.events)
         else:
             frames.append(it)
-    return _cat(evs), frames
+    return concat_events(evs), frames
 
 
 # ----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..boxes import interpolate_track
-from ..events import empty_events
+from ..events import concat_events, empty_events
 from .dvs import DVSModel, make_dvs
 from .frames import ApsFrame, EventBatch, Frame, FrameSource
 
@@ -307,7 +307,7 @@ class DavisSimulator:
                 sub_ts.append(t)
                 ev = self.dvs.step_many(sub_imgs, sub_ts)
                 if len(ev):
-                    pend = np.concatenate([pend, ev]) if len(pend) else ev
+                    pend = concat_events([pend, ev])
                     st["events"] += len(ev)
                 yield from close(t, False)
             prev, prev_img = frame, img
