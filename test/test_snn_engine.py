@@ -28,11 +28,13 @@ ARCHS = [(PRESETS["fast"].arch, (32, 32), 1, 1), ("Input-MP2-8C3S1-16C3S2-FC32-F
          ("Input-8C3S2-16C3S1-FC4", (16, 16), 2, 4)]
 
 
+@pytest.mark.parametrize("kernels", ["dense", "sparse"])
 @pytest.mark.parametrize("arch,hw,t,k", ARCHS)
-def test_float64_engine_gives_the_torch_networks_spikes_and_boxes(arch, hw, t, k):
+def test_float64_engine_gives_the_torch_networks_spikes_and_boxes(arch, hw, t, k, kernels):
     torch.manual_seed(0)
     model = SpikingTracker(arch=arch, in_hw=hw, steps_per_window=t, dt_s=2e-4).double().eval()
-    eng = SNNEngine.from_model(model, np.float64)
+    eng = SNNEngine.from_model(model, np.float64, kernels=kernels)
+    assert eng.kernels == kernels
     state = None
     n_boxes = 0
     for x in _windows(40, k, t, hw):
@@ -52,10 +54,11 @@ def test_float64_engine_gives_the_torch_networks_spikes_and_boxes(arch, hw, t, k
     assert all(np.all(u == 0) for u in eng.state)
 
 
-def test_float32_engine_matches_step_window_on_a_stream():
+@pytest.mark.parametrize("kernels", ["dense", "sparse"])
+def test_float32_engine_matches_step_window_on_a_stream(kernels):
     torch.manual_seed(1)
     model = SpikingTracker.from_preset("fast").eval()
-    eng = SNNEngine.from_model(model)
+    eng = SNNEngine.from_model(model, kernels=kernels)
     diffs = []
     for x in _windows(60, 1, 1, (32, 32), seed=3):
         ref = model.step_window(torch.from_numpy(x.astype(np.float32))[None])[0].numpy()
@@ -128,3 +131,33 @@ def test_set_threads_sets_torch_and_pins_numpys_blas_to_one_thread(monkeypatch):
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)     # not installed (a ROS 2 machine)
     threads.set_threads(1)
     assert torch.get_num_threads() == 1
+
+
+def test_bin_events_kernel_counts_exactly_as_the_numpy_path(monkeypatch):
+    import dashnet_ros.models.snn as snn_mod
+
+    assert snn_mod.sparse_kernels() is not None          # numba is a requirement of make setup
+    rng = np.random.default_rng(5)
+    n = 6000
+    ev = make_events(rng.integers(0, 240, n), rng.integers(0, 180, n), np.sort(rng.integers(0, 3000, n)),
+                     rng.choice([-1, 1], n))
+    cases = [(500, 1460, 1, (70.3, 40.6, 50.2, 44.9), (32, 32)), (0, 3000, 3, (0.0, 0.0, 240.0, 180.0), (18, 24)),
+             (2500, 3300, 2, (-10.5, 170.2, 40.0, 40.0), (16, 16))]      # partly outside the sensor
+    fast = [snn_mod.bin_events(ev, *c) for c in cases]
+    monkeypatch.setattr(snn_mod, "sparse_kernels", lambda: None)
+    for c, a in zip(cases, fast):
+        b = snn_mod.bin_events(ev, *c)
+        assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    assert all(a.sum() > 0 for a in fast)
+
+
+def test_engine_kernels_fall_back_to_dense_without_numba_and_refuse_unknown_names(monkeypatch):
+    import dashnet_ros.models.snn_engine as engine_mod
+
+    model = SpikingTracker.from_preset("fast").eval()
+    assert SNNEngine.from_model(model).kernels == "sparse"
+    monkeypatch.setattr(engine_mod, "sparse_kernels", lambda: None)
+    assert SNNEngine.from_model(model).kernels == "dense"
+    with pytest.raises(ValueError, match="kernels"):
+        SNNEngine.from_model(model, kernels="gpu")

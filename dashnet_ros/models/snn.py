@@ -47,6 +47,7 @@ from .arch import (
     layer_specs,
 )
 from .lif import check_lif_params, lif_multistep
+from .snn_engine import sparse_kernels
 
 
 @dataclass(frozen=True)
@@ -380,6 +381,13 @@ def bin_events(events: np.ndarray, t0_us: int, t1_us: int, steps: int, region, i
     # float32 is exact for pixel coordinates; this runs once per SNN window
     r = np.asarray(region, dtype=np.float64).reshape(4)
     sx, sy = w / r[2], h / r[3]
+    kernels = sparse_kernels()
+    if kernels is not None:
+        # one compiled pass over the records (~20x fewer passes over strided fields)
+        out = np.zeros(size, np.float32)
+        kernels.bin_counts(events["t_us"], events["x"], events["y"], events["p"], int(t0_us), int(t1_us), int(steps),
+                           np.float32(0.5 - r[0]), np.float32(sx), np.float32(0.5 - r[1]), np.float32(sy), h, w, out)
+        return out.reshape(steps, 2, h, w)
     col = np.floor((events["x"].astype(np.float32) + np.float32(0.5 - r[0])) * np.float32(sx)).astype(np.int64)
     row = np.floor((events["y"].astype(np.float32) + np.float32(0.5 - r[1])) * np.float32(sy)).astype(np.int64)
     idx = (events["p"] <= 0).astype(np.int64)

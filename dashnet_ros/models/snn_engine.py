@@ -21,9 +21,16 @@ membrane potential lying within rounding of ``v_th`` may fire in one and not the
 Build it with :meth:`SNNEngine.from_model`; layers it does not know (anything but Conv2d,
 MaxPool2d with kernel == stride, Flatten, Linear) raise :class:`NotImplementedError`, and
 callers fall back to torch.
+
+Two sets of kernels (``kernels=``): ``"sparse"`` (default where numba is installed,
+:mod:`dashnet_ros.models.snn_kernels`) scatters each non-zero input's weights, so the
+work follows the spikes (channels-last inside; the state is reported channels-first like
+torch's); ``"dense"`` is the numpy im2col path above.  Both compute the same function
+(summation order differs: equal to rounding).
 """
 from __future__ import annotations
 
+import functools
 from typing import List, Optional
 
 import numpy as np
@@ -98,15 +105,95 @@ class _Linear:
         return y
 
 
-def _compile(layers, in_shape, dtype):
+class _ConvScatter:
+    """Conv2d without bias, event-driven (:func:`snn_kernels.conv_scatter`), on
+    channels-last ``[N, H, W, C]``."""
+
+    def __init__(self, conv: nn.Conv2d, in_shape, dtype):
+        if conv.groups != 1 or conv.dilation != (1, 1) or conv.bias is not None or isinstance(conv.padding, str):
+            raise NotImplementedError("only plain Conv2d layers without bias")
+        h, w, c = in_shape
+        kh, kw = conv.kernel_size
+        (sh, sw), (ph, pw) = conv.stride, conv.padding
+        ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        self.tables = _kernels().conv_tables(h, w, kh, kw, sh, sw, ph, pw, ho, wo)
+        self.weight = np.ascontiguousarray(
+            conv.weight.detach().cpu().numpy().transpose(2, 3, 1, 0).reshape(kh * kw, c, -1).astype(dtype))
+        self.out_shape = (ho, wo, conv.out_channels)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        out = np.zeros((n, self.out_shape[0] * self.out_shape[1], self.out_shape[2]), self.weight.dtype)
+        x = np.ascontiguousarray(x, self.weight.dtype)
+        _kernels().conv_scatter(x.reshape(n, -1, x.shape[-1]), self.weight, *self.tables, out)
+        return out.reshape((n,) + self.out_shape)
+
+
+class _PoolLast(_Pool):
+    """:class:`_Pool` on channels-last ``[N, H, W, C]``."""
+
+    def __init__(self, pool: nn.MaxPool2d, in_shape):
+        h, w, c = in_shape
+        super().__init__(pool, (c, h, w))
+        self.out_shape = (h // self.k, w // self.k, c)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n, c = x.shape[0], x.shape[3]
+        ho, wo, k = self.out_shape[0], self.out_shape[1], self.k
+        return x[:, :ho * k, :wo * k, :].reshape(n, ho, k, wo, k, c).max(axis=(2, 4))
+
+
+class _LinearScatter:
+    """Linear, event-driven (:func:`snn_kernels.linear_scatter`); the input is flattened
+    channels-last, so the weight's columns are permuted from torch's ``C, H, W`` order."""
+
+    def __init__(self, fc: nn.Linear, in_shape, dtype):
+        w_t = fc.weight.detach().cpu().numpy().T
+        if len(in_shape) == 3:
+            h, w, c = in_shape
+            w_t = w_t[np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)]
+        self.weight_t = np.ascontiguousarray(w_t.astype(dtype))
+        self.bias = None if fc.bias is None else fc.bias.detach().cpu().numpy().astype(dtype)
+        self.out_shape = (fc.out_features,)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x.reshape(x.shape[0], -1), self.weight_t.dtype)
+        out = np.zeros((x.shape[0],) + self.out_shape, self.weight_t.dtype)
+        if self.bias is not None:
+            out += self.bias
+        _kernels().linear_scatter(x, self.weight_t, out)
+        return out
+
+
+def _kernels():
+    from . import snn_kernels
+
+    return snn_kernels
+
+
+@functools.lru_cache(maxsize=None)
+def sparse_kernels():
+    """:mod:`dashnet_ros.models.snn_kernels`, or None where numba is not installed."""
+    try:
+        return _kernels()
+    except ImportError:
+        return None
+
+
+def sparse_available() -> bool:
+    """True where numba (for :mod:`snn_kernels`) is installed."""
+    return sparse_kernels() is not None
+
+
+def _compile(layers, in_shape, dtype, sparse=False):
     ops, shape = [], tuple(in_shape)
     for layer in layers:
         if isinstance(layer, nn.Conv2d):
-            op = _Conv(layer, shape, dtype)
+            op = _ConvScatter(layer, shape, dtype) if sparse else _Conv(layer, shape, dtype)
         elif isinstance(layer, nn.MaxPool2d):
-            op = _Pool(layer, shape)
+            op = _PoolLast(layer, shape) if sparse else _Pool(layer, shape)
         elif isinstance(layer, nn.Linear):
-            op = _Linear(layer, dtype)
+            op = _LinearScatter(layer, shape, dtype) if sparse else _Linear(layer, dtype)
         elif isinstance(layer, nn.Flatten):
             continue                                             # ops take any [N, ...] and flatten as needed
         else:
@@ -122,10 +209,12 @@ class SNNEngine:
     :meth:`step` takes ``x [K, T, C, H, W]`` (K consecutive windows of T LIF steps) and
     returns boxes ``[K, 4]`` (normalised ``cx, cy, w, h``; NaN for a window whose last
     hidden layer did not fire when ``nan_when_silent``), keeping the membrane state for
-    the next call like ``SpikingTracker.step_window``.
+    the next call like ``SpikingTracker.step_window``.  ``kernels``: ``"sparse"``
+    (event-driven, numba) or ``"dense"`` (numpy im2col).
     """
 
-    def __init__(self, stages, readout, decay, v_th, u_rest, count_scale, nan_when_silent, in_shape, dtype):
+    def __init__(self, stages, readout, decay, v_th, u_rest, count_scale, nan_when_silent, in_shape, dtype,
+                 kernels="dense"):
         self.stages = stages                                     # [(ops, out_shape)]
         self.readout = readout
         self.decay, self.v_th, self.u_rest = dtype(decay), dtype(v_th), dtype(u_rest)
@@ -133,20 +222,29 @@ class SNNEngine:
         self.nan_when_silent = bool(nan_when_silent)
         self.in_shape = tuple(in_shape)
         self.dtype = dtype
+        self.kernels = kernels
         self._state: Optional[List[np.ndarray]] = None
 
     @classmethod
-    def from_model(cls, model, dtype=np.float32) -> "SNNEngine":
+    def from_model(cls, model, dtype=np.float32, kernels: str = "auto") -> "SNNEngine":
         """Compile an eager ``SpikingTracker`` (weights copied; later changes to the model
-        are not seen)."""
-        shape = (model.in_channels,) + tuple(model.in_hw)
+        are not seen).  ``kernels='auto'``: sparse where numba is installed, else dense."""
+        if kernels == "auto":
+            kernels = "sparse" if sparse_available() else "dense"
+        if kernels not in ("sparse", "dense"):
+            raise ValueError(f"SNN engine kernels must be 'auto', 'sparse' or 'dense', got {kernels!r}")
+        sparse = kernels == "sparse"
+        if sparse:
+            _kernels().warm_up(dtype)
+        in_shape = (model.in_channels,) + tuple(model.in_hw)
+        shape = in_shape[1:] + in_shape[:1] if sparse else in_shape
         stages = []
         for st in model.stages:
-            ops, shape = _compile(list(st.op), shape, dtype)
+            ops, shape = _compile(list(st.op), shape, dtype, sparse)
             stages.append((ops, shape))
-        readout, _ = _compile(list(model.readout), stages[-1][1], dtype)
+        readout, _ = _compile(list(model.readout), stages[-1][1], dtype, sparse)
         return cls(stages, readout, model.decay, model.v_th, model.u_rest, model.count_scale,
-                   model.nan_when_silent, (model.in_channels,) + tuple(model.in_hw), dtype)
+                   model.nan_when_silent, in_shape, dtype, kernels)
 
     def reset_state(self) -> None:
         self._state = None
@@ -156,8 +254,28 @@ class SNNEngine:
 
     @property
     def state(self) -> List[np.ndarray]:
-        """Membrane potentials per stage (copies), at rest before the first window."""
-        return self._at_rest() if self._state is None else [u.copy() for u in self._state]
+        """Membrane potentials per stage (copies, channels-first like torch's), at rest
+        before the first window."""
+        state = self._at_rest() if self._state is None else self._state
+        if self.kernels == "sparse":
+            return [u.transpose(2, 0, 1).copy() if u.ndim == 3 else u.copy() for u in state]
+        return [u.copy() for u in state]
+
+    def _lif(self, u: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Eq. 1-3 over the ``N`` steps of ``y [N, ...]`` (``u`` in place) -> spikes."""
+        n = y.shape[0]
+        if self.kernels == "sparse":
+            spikes = np.empty(y.shape, self.dtype)
+            _kernels().lif_steps(u.reshape(-1), np.ascontiguousarray(y, self.dtype).reshape(n, -1), self.decay,
+                                 self.v_th, self.u_rest, spikes.reshape(n, -1))
+            return spikes
+        spikes = np.empty(y.shape, bool)
+        for i in range(n):
+            u *= self.decay
+            u += y[i]
+            np.greater(u, self.v_th, out=spikes[i])
+            np.putmask(u, spikes[i], self.u_rest)
+        return spikes
 
     def step(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, self.dtype)
@@ -167,24 +285,19 @@ class SNNEngine:
         if self._state is None:
             self._state = self._at_rest()
         s = x.reshape((k * t,) + self.in_shape)
-        decay, v_th, u_rest = self.decay, self.v_th, self.u_rest
+        if self.kernels == "sparse":
+            s = np.ascontiguousarray(s.transpose(0, 2, 3, 1))
         for i, (ops, shape) in enumerate(self.stages):
             u = self._state[i]
             if not s.any():
                 # no input spike in any step: the state only leaks, nothing can fire
-                u *= decay ** (k * t)
+                u *= self.decay ** (k * t)
                 s = np.zeros((k * t,) + shape, bool)
                 continue
             y = s
             for op in ops:
                 y = op(y)
-            spikes = np.empty(y.shape, bool)
-            for n in range(k * t):
-                u *= decay
-                u += y[n]
-                np.greater(u, v_th, out=spikes[n])
-                np.putmask(u, spikes[n], u_rest)
-            s = spikes
+            s = self._lif(u, y)
         counts = s.reshape((k, t) + s.shape[1:]).sum(1, dtype=self.dtype)
         y = counts * self.count_scale
         for op in self.readout:
