@@ -430,7 +430,7 @@ class Probe:
         if self.node.count_publishers(arrays):
             self.node.create_subscription(
                 TrackedBoxArray, arrays,
-                lambda m: self.fused.append((time.time_ns(), [self._stamp(b) for b in m.boxes])), 1000)
+                lambda m: self.fused.append((time.time_ns(), list(m.t_us))), 1000)
             self.fused_topic = arrays
         else:
             self.node.create_subscription(

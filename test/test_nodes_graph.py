@@ -26,6 +26,7 @@ from std_msgs.msg import Float32, String
 
 from dashnet_ros import graph
 from dashnet_ros.commands import launch
+from dashnet_ros.io import ros_msgs as rm
 from dashnet_ros.msg import EventPacket, TrackedBox, TrackedBoxArray
 from dashnet_ros.nodes.common import sensor_qos
 
@@ -45,9 +46,11 @@ class Probe:
                                     "diag", "gt")}
         n, g = self.node, self.got
         # SNN and fused boxes come as arrays (one per event packet): flattened here, one entry per box
-        n.create_subscription(TrackedBoxArray, graph.TOPIC_SNN_BOXES, lambda m: g["snn"].extend(m.boxes), 500)
+        n.create_subscription(TrackedBoxArray, graph.TOPIC_SNN_BOXES,
+                              lambda m: g["snn"].extend(rm.unpack_boxes(m, TrackedBox)), 500)
         n.create_subscription(TrackedBox, graph.TOPIC_ANN_BOX, g["ann"].append, 100)
-        n.create_subscription(TrackedBoxArray, graph.TOPIC_FUSED_BOXES, lambda m: g["fused"].extend(m.boxes), 500)
+        n.create_subscription(TrackedBoxArray, graph.TOPIC_FUSED_BOXES,
+                              lambda m: g["fused"].extend(rm.unpack_boxes(m, TrackedBox)), 500)
         n.create_subscription(TrackedBox, graph.TOPIC_FUSED_BOX, g["fused_single"].append, 500)
         n.create_subscription(Twist, graph.TOPIC_CMD_VEL, g["cmd"].append, 100)
         n.create_subscription(String, graph.TOPIC_DECISION, g["decision"].append, 100)

@@ -59,6 +59,15 @@ def us(msg) -> int:
     return rm.stamp_to_us(msg.header.stamp)
 
 
+def unpack(arr):
+    """A TrackedBoxArray's boxes as TrackedBox messages."""
+    return rm.unpack_boxes(arr, TrackedBox)
+
+
+def pack(boxes):
+    return rm.pack_boxes(boxes, TrackedBoxArray())
+
+
 class Harness:
     """One rclpy context, an executor, the nodes under test and a probe node."""
 
@@ -330,19 +339,19 @@ def test_snn_tracker_publishes_one_array_per_packet_and_singles_only_when_subscr
         pub.publish(packet(k * 1000, (k + 1) * 1000))
     assert h.spin(5, until=lambda: len(arrays) == 4)
     assert singles_published == []                          # nobody subscribed to ~/box: no single boxes
-    t = np.array([us(b) for a in arrays for b in a.boxes])
+    t = np.array([us(b) for a in arrays for b in unpack(a)])
     first = packet(0, 1000).time_base_us
     assert t[0] == first + 480 and np.all(np.diff(t) == 480) and t[-1] <= 4000
     for a in arrays:                                        # the windows each packet completed, stamped
-        assert 1 <= len(a.boxes) <= 3 and us(a) == us(a.boxes[-1]) and a.header.frame_id == "davis"
-        assert all(b.source == TrackedBox.SOURCE_SNN for b in a.boxes)
+        assert 1 <= len(unpack(a)) <= 3 and us(a) == us(unpack(a)[-1]) and a.header.frame_id == "davis"
+        assert all(b.source == TrackedBox.SOURCE_SNN for b in unpack(a))
     # with a subscriber the same boxes also come one per message
     singles = h.sub(TrackedBox, "/snn_tracker/box")
     assert h.spin(3, until=lambda: node.pub.get_subscription_count() == 1)
     for k in range(4, 6):
         pub.publish(packet(k * 1000, (k + 1) * 1000))
-    assert h.spin(5, until=lambda: len(arrays) == 6 and len(singles) == sum(len(a.boxes) for a in arrays[4:]))
-    assert [us(m) for m in singles] == [us(b) for a in arrays[4:] for b in a.boxes]
+    assert h.spin(5, until=lambda: len(arrays) == 6 and len(singles) == sum(len(unpack(a)) for a in arrays[4:]))
+    assert [us(m) for m in singles] == [us(b) for a in arrays[4:] for b in unpack(a)]
     # the counters on /diagnostics
     assert h.spin(3, until=lambda: any(s.name == DIAG_NAME and dict((v.key, v.value) for v in s.values)["packets"] == "6"
                                        for d in diag for s in d.status))
@@ -374,13 +383,13 @@ def test_snn_tracker_node_gives_exactly_the_core_runners_boxes(h, weights):
     expected = []
     for m in msgs:
         expected += ref.push_events(rm.msg_to_events(m), m.end_us)
-    got = [(us(b), [b.x, b.y, b.w, b.h] if b.valid else [np.nan] * 4) for a in out for b in a.boxes]
+    got = [(us(b), [b.x, b.y, b.w, b.h] if b.valid else [np.nan] * 4) for a in out for b in unpack(a)]
     assert [t for t, _ in got] == [o.t_us for o in expected] and len(got) == (9100 - msgs[0].time_base_us) // 480
     want = np.stack([o.box if o.box[2] > 0 and o.box[3] > 0 else np.full(4, np.nan) for o in expected])  # no size: none
     assert np.isfinite(want).any()
     assert np.allclose(np.array([b for _, b in got], np.float32), want, equal_nan=True)
     # each box carries the SNN's motion over its window as a velocity (px/s)
-    vel = np.array([[b.vx, b.vy] for a in out for b in a.boxes])
+    vel = np.array([[b.vx, b.vy] for a in out for b in unpack(a)])
     motion = np.array([o.motion_px if np.all(np.isfinite(o.box)) else (0.0, 0.0) for o in expected])
     assert np.abs(motion).max() > 0
     np.testing.assert_allclose(vel, motion * 1e6 / 480, rtol=1e-4, atol=1e-2)
@@ -399,10 +408,9 @@ def test_snn_follows_the_newest_usable_box_of_fused_arrays(h, weights):
     h.connect(pub, fused)
     pub.publish(packet(0, 1000))
     assert h.spin(3, until=lambda: len(out) == 1)
-    t = us(out[-1].boxes[-1])
-    arr = TrackedBoxArray()
-    arr.boxes = [box_msg(t - 480, [10.0, 10.0, 16.0, 16.0]), box_msg(t, [20.0, 30.0, 16.0, 24.0]),
-                 box_msg(t, [np.nan] * 4, malformed=True)]
+    t = us(unpack(out[-1])[-1])
+    arr = pack([box_msg(t - 480, [10.0, 10.0, 16.0, 16.0]), box_msg(t, [20.0, 30.0, 16.0, 24.0]),
+                box_msg(t, [np.nan] * 4, malformed=True)])
     fused.publish(arr)
     assert h.spin(3, until=lambda: node.fused_new)
     assert node.warn.counts["bad_fused"] == 1
@@ -562,25 +570,23 @@ def test_fuser_fuses_arrays_box_by_box_and_rate_limits_the_single_box(h):
     assert h.spin(3, until=lambda: node.last_ann_t == 0)
     stamps = [(480, 960), (1440, 1920), (2400, 2880, 3360)]
     for ts in stamps:
-        arr = TrackedBoxArray()
-        arr.boxes = [box_msg(t, S, TrackedBox.SOURCE_SNN) for t in ts]
+        arr = pack([box_msg(t, S, TrackedBox.SOURCE_SNN) for t in ts])
         snn.publish(arr)
     assert h.spin(3, until=lambda: len(arrays) == 3 and len(single) == 2)
     h.spin(0.2)
     for arr, ts in zip(arrays, stamps):                    # one fused box per SNN box, same stamps
-        assert [us(b) for b in arr.boxes] == list(ts) and us(arr) == ts[-1]
-        for b in arr.boxes:
+        assert [us(b) for b in unpack(arr)] == list(ts) and us(arr) == ts[-1]
+        for b in unpack(arr):
             w = math.tanh((us(b) * 1e-6 / (1 / 60)) ** 2 / 2)
             assert b.source == TrackedBox.SOURCE_FUSED and b.score == pytest.approx(w, rel=1e-4, abs=1e-7)
             assert b.x == pytest.approx(100 + 10 * w, abs=0.01)
     # the single box: the newest of an array, at most one per 1 ms of sensor time (1920 is 960 us after 960)
     assert [us(m) for m in single] == [960, 3360]
     # an array with no valid SNN box still gives one fused box per entry
-    arr = TrackedBoxArray()
-    arr.boxes = [box_msg(3840, [np.nan] * 4, TrackedBox.SOURCE_SNN)]
+    arr = pack([box_msg(3840, [np.nan] * 4, TrackedBox.SOURCE_SNN)])
     snn.publish(arr)
     assert h.spin(3, until=lambda: len(arrays) == 4)
-    assert len(arrays[-1].boxes) == 1 and arrays[-1].boxes[0].x == pytest.approx(100.0)   # the ANN's
+    assert len(unpack(arrays[-1])) == 1 and unpack(arrays[-1])[0].x == pytest.approx(100.0)   # the ANN's
 
 
 def test_fuser_moves_the_ann_box_by_the_snn_velocity(h):
@@ -594,15 +600,15 @@ def test_fuser_moves_the_ann_box_by_the_snn_velocity(h):
     A, S = [100.0, 100.0, 20.0, 20.0], [110.0, 100.0, 20.0, 20.0]
     ann.publish(box_msg(0, A, TrackedBox.SOURCE_ANN))
     assert h.spin(3, until=lambda: node.last_ann_t == 0)
-    arr = TrackedBoxArray()
     ts = [480 * k for k in range(1, 11)]
+    boxes = []
     for t in ts:    # 1000 px/s to the right: 0.48 px per window, counted from the first box on
         m = box_msg(t, S, TrackedBox.SOURCE_SNN)
         m.vx, m.vy = 1000.0, 0.0
-        arr.boxes.append(m)
-    snn.publish(arr)
+        boxes.append(m)
+    snn.publish(pack(boxes))
     assert h.spin(3, until=lambda: len(arrays) == 1)
-    for k, b in enumerate(arrays[0].boxes):
+    for k, b in enumerate(unpack(arrays[0])):
         w = math.tanh((ts[k] * 1e-6 / (1 / 60)) ** 2 / 2)
         moved = 100 + 0.48 * k           # the first box has no predecessor: no motion yet
         assert b.x == pytest.approx(w * 110 + (1 - w) * moved, abs=0.01)

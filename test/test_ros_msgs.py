@@ -111,3 +111,45 @@ def test_box_velocity_roundtrip():
                                             velocity=(1.0, 1.0))) == (0.0, 0.0)
     msg.vx = float("nan")
     assert rm.msg_to_velocity(msg) == (0.0, 0.0)
+
+
+def test_box_array_roundtrip_through_cdr_with_invalid_boxes_and_velocities():
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    from dashnet_ros.msg import TrackedBoxArray
+
+    t = [480, 960, 1440, 1920]
+    boxes = [[1.5, 2.0, 3.0, 4.0], [np.nan] * 4, [5.0, 6.0, 0.0, 4.0], [7.0, 8.0, 9.0, 10.0]]   # NaN, sizeless
+    vel = [[100.0, -50.0], [3.0, 3.0], [4.0, 4.0], [np.inf, 1.0]]
+    m = rm.boxes_to_array_msg(t, boxes, TrackedBoxArray(), source=TrackedBox.SOURCE_SNN, frame_id="davis",
+                              scores=[0.1, 0.2, 0.3, 0.4], velocities=vel)
+    assert rm.stamp_to_us(m.header.stamp) == 1920 and m.header.frame_id == "davis"
+    assert list(m.valid) == [True, False, False, True]
+    back = rm.array_msg_to_boxes(deserialize_message(serialize_message(m), TrackedBoxArray))
+    assert back.t_us.tolist() == t and back.bad == 0
+    np.testing.assert_array_equal(back.boxes[0], boxes[0])
+    assert np.isnan(back.boxes[1:3]).all() and back.boxes[3].tolist() == boxes[3]
+    np.testing.assert_allclose(back.scores, [0.1, 0.2, 0.3, 0.4], rtol=1e-6)
+    assert back.velocities.tolist() == [[100.0, -50.0], [0.0, 0.0], [0.0, 0.0], [0.0, 1.0]]   # invalid / inf: 0
+    # the single-message view of the same boxes, and back
+    singles = rm.unpack_boxes(m, TrackedBox)
+    assert [rm.stamp_to_us(b.header.stamp) for b in singles] == t and [b.valid for b in singles] == list(m.valid)
+    assert singles[0].vx == 100.0 and singles[3].source == TrackedBox.SOURCE_SNN
+    again = rm.pack_boxes(singles, TrackedBoxArray())
+    assert again == m
+    # one path for both message kinds
+    one = rm.box_batch(singles[0])
+    assert one.t_us.tolist() == [480] and one.boxes[0].tolist() == boxes[0] and one.velocities[0].tolist() == vel[0]
+
+
+def test_box_array_with_ragged_or_malformed_entries_is_named():
+    from dashnet_ros.msg import TrackedBoxArray
+
+    m = rm.boxes_to_array_msg([1, 2], [[1, 2, 3, 4]] * 2, TrackedBoxArray(), source=0)
+    m.valid = [True]
+    with pytest.raises(rm.MessageError, match="differ in length"):
+        rm.array_msg_to_boxes(m)
+    m.valid = [True, True]
+    m.x[1] = float("nan")                              # says valid, carries NaN
+    b = rm.array_msg_to_boxes(m)
+    assert b.bad == 1 and np.isnan(b.boxes[1]).all() and np.isfinite(b.boxes[0]).all()

@@ -582,15 +582,13 @@ def replay_deterministic(path: str, *, mode: str = "closed", launch_args: Option
 def box_track(msgs) -> tuple:
     """``(t_us[N], boxes[N, 4], score[N])`` from TrackedBox (or TrackedBoxArray: flattened)
     messages, rclpy or rosbags ones (invalid -> NaN)."""
-    from .ros_msgs import msg_to_box
+    from .ros_msgs import box_batch
 
-    t, b, s = [], [], []
-    for m in (x for msg in msgs for x in (msg.boxes if hasattr(msg, "boxes") else (msg,))):
-        tt, box = msg_to_box(m)
-        t.append(tt)
-        b.append(box)
-        s.append(m.score)
-    return np.array(t, np.int64), np.array(b, np.float32).reshape(-1, 4), np.array(s, np.float32)
+    batches = [box_batch(m) for m in msgs]
+    if not batches:
+        return np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+    return (np.concatenate([b.t_us for b in batches]), np.concatenate([b.boxes for b in batches]),
+            np.concatenate([b.scores for b in batches]))
 
 
 def compare_tracks(ref, other) -> dict:

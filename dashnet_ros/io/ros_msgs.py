@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from typing import NamedTuple
 
 import numpy as np
 
@@ -158,6 +159,111 @@ def box_to_msg(box, msg, *, t_us: int, source: int, score: float = 1.0, frame_id
     return msg
 
 
+def _f32(a) -> array:
+    out = array("f")
+    out.frombytes(np.ascontiguousarray(a, np.float32).tobytes())
+    return out
+
+
+def boxes_to_array_msg(t_us, boxes, msg, *, source: int, frame_id: str = "", scores=None, velocities=None):
+    """Fill a ``dashnet_ros/TrackedBoxArray`` with ``N`` boxes (in place, returns msg).
+
+    ``t_us [N]`` sensor instants in time order; ``boxes [N, 4]`` ``(x, y, w, h)``: a
+    non-finite or sizeless box is sent as not valid (zeros); ``scores [N]`` (default 1);
+    ``velocities [N, 2]`` centre px/s (default, non-finite or invalid box: 0).
+    ``header.stamp`` = the last box's instant."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    n = len(b)
+    t = np.asarray(t_us, np.int64).reshape(n)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(b).all(1) & (b[:, 2] > 0) & (b[:, 3] > 0)
+    b = np.where(valid[:, None], b, np.float32(0))
+    vel = np.zeros((n, 2), np.float32) if velocities is None else np.asarray(velocities, np.float32).reshape(n, 2)
+    vel = np.where(valid[:, None] & np.isfinite(vel), vel, np.float32(0))
+    us_to_stamp(int(t[-1]) if n else 0, msg.header.stamp)
+    msg.header.frame_id = frame_id
+    msg.source = int(source)
+    msg.t_us = array("q", t.tobytes())
+    msg.x, msg.y, msg.w, msg.h = (_f32(b[:, i]) for i in range(4))
+    msg.score = _f32(np.ones(n, np.float32) if scores is None else np.asarray(scores, np.float32).reshape(n))
+    msg.vx, msg.vy = _f32(vel[:, 0]), _f32(vel[:, 1])
+    msg.valid = valid.tolist()
+    return msg
+
+
+class BoxBatch(NamedTuple):
+    t_us: np.ndarray          # int64 [N]
+    boxes: np.ndarray         # float32 [N, 4], NaN where there is no box
+    scores: np.ndarray        # float32 [N]
+    velocities: np.ndarray    # float32 [N, 2] px/s, 0 where unknown
+    bad: int                  # boxes marked valid that were non-finite or sizeless (now NaN)
+
+
+def array_msg_to_boxes(msg) -> BoxBatch:
+    """``dashnet_ros/TrackedBoxArray`` (rclpy or rosbags) -> :class:`BoxBatch`; boxes not
+    valid, non-finite or sizeless come back NaN with velocity 0.  Raises
+    :class:`MessageError` when the arrays' lengths differ."""
+    t = np.asarray(msg.t_us, np.int64).reshape(-1)
+    cols = [np.asarray(getattr(msg, f), np.float32).reshape(-1) for f in ("x", "y", "w", "h", "score", "vx", "vy")]
+    valid = np.asarray(msg.valid, bool).reshape(-1)
+    n = len(t)
+    if any(len(c) != n for c in cols) or len(valid) != n:
+        lengths = dict(t_us=n, valid=len(valid), **{f: len(c) for f, c in zip(("x", "y", "w", "h", "score", "vx", "vy"), cols)})
+        raise MessageError(f"TrackedBoxArray arrays differ in length: {lengths}")
+    boxes = np.stack(cols[:4], 1)
+    vel = np.stack(cols[5:], 1)
+    with np.errstate(invalid="ignore"):
+        ok = valid & np.isfinite(boxes).all(1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    boxes[~ok] = np.nan
+    vel[~(ok[:, None] & np.isfinite(vel))] = 0
+    return BoxBatch(t, boxes, cols[4], vel, int(np.count_nonzero(valid & ~ok)))
+
+
+_ARRAY_FLOATS = ("x", "y", "w", "h", "score", "vx", "vy")
+
+
+def pack_boxes(boxes, msg):
+    """``TrackedBox`` messages (one source, time order) -> ``TrackedBoxArray`` ``msg``,
+    field for field (in place, returns msg; header from the last box)."""
+    boxes = list(boxes)
+    if boxes:
+        msg.header.stamp = boxes[-1].header.stamp
+        msg.header.frame_id = boxes[-1].header.frame_id
+        msg.source = int(boxes[-1].source)
+    msg.t_us = array("q", [stamp_to_us(b.header.stamp) for b in boxes])
+    for f in _ARRAY_FLOATS:
+        setattr(msg, f, array("f", [getattr(b, f) for b in boxes]))
+    msg.valid = [bool(b.valid) for b in boxes]
+    return msg
+
+
+def unpack_boxes(msg, box_type) -> list:
+    """``TrackedBoxArray`` -> one ``box_type`` (``TrackedBox``) message per box, field for
+    field (the inverse of :func:`pack_boxes`)."""
+    out = []
+    for i, t in enumerate(msg.t_us):
+        b = box_type()
+        us_to_stamp(int(t), b.header.stamp)
+        b.header.frame_id = msg.header.frame_id
+        b.source = msg.source
+        for f in _ARRAY_FLOATS:
+            setattr(b, f, float(getattr(msg, f)[i]))
+        b.valid = bool(msg.valid[i])
+        out.append(b)
+    return out
+
+
+def box_batch(msg) -> BoxBatch:
+    """A ``TrackedBoxArray`` or a single ``TrackedBox`` (rclpy or rosbags) as a
+    :class:`BoxBatch` (one row for a single box)."""
+    if hasattr(msg, "t_us"):
+        return array_msg_to_boxes(msg)
+    t, box = msg_to_box(msg)
+    bad = int(bool(msg.valid) and not np.isfinite(box).all())
+    return BoxBatch(np.array([t], np.int64), box.reshape(1, 4), np.array([msg.score], np.float32),
+                    np.array([msg_to_velocity(msg)], np.float32), bad)
+
+
 def msg_to_velocity(msg) -> tuple[float, float]:
     """``(vx, vy)`` px/s of a ``dashnet_ros/TrackedBox`` (0, 0 for an invalid box or
     non-finite values)."""
@@ -178,7 +284,11 @@ def msg_to_box(msg) -> tuple[int, np.ndarray]:
 
 __all__ = [
     "EVENT_DTYPE",
+    "BoxBatch",
     "MessageError",
+    "array_msg_to_boxes",
+    "box_batch",
+    "boxes_to_array_msg",
     "box_to_msg",
     "events_to_msg",
     "image_to_gray",
@@ -187,6 +297,8 @@ __all__ = [
     "msg_to_events",
     "msg_to_velocity",
     "numpy_to_image",
+    "pack_boxes",
+    "unpack_boxes",
     "stamp_to_us",
     "us_to_stamp",
 ]

@@ -116,6 +116,7 @@ class _ConvScatter:
         kh, kw = conv.kernel_size
         (sh, sw), (ph, pw) = conv.stride, conv.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        self.kernel = _kernels().conv_scatter
         self.tables = _kernels().conv_tables(h, w, kh, kw, sh, sw, ph, pw, ho, wo)
         self.weight = np.ascontiguousarray(
             conv.weight.detach().cpu().numpy().transpose(2, 3, 1, 0).reshape(kh * kw, c, -1).astype(dtype))
@@ -125,7 +126,7 @@ class _ConvScatter:
         n = x.shape[0]
         out = np.zeros((n, self.out_shape[0] * self.out_shape[1], self.out_shape[2]), self.weight.dtype)
         x = np.ascontiguousarray(x, self.weight.dtype)
-        _kernels().conv_scatter(x.reshape(n, -1, x.shape[-1]), self.weight, *self.tables, out)
+        self.kernel(x.reshape(n, -1, x.shape[-1]), self.weight, *self.tables, out)
         return out.reshape((n,) + self.out_shape)
 
 
@@ -155,13 +156,14 @@ class _LinearScatter:
         self.weight_t = np.ascontiguousarray(w_t.astype(dtype))
         self.bias = None if fc.bias is None else fc.bias.detach().cpu().numpy().astype(dtype)
         self.out_shape = (fc.out_features,)
+        self.kernel = _kernels().linear_scatter
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x.reshape(x.shape[0], -1), self.weight_t.dtype)
         out = np.zeros((x.shape[0],) + self.out_shape, self.weight_t.dtype)
         if self.bias is not None:
             out += self.bias
-        _kernels().linear_scatter(x, self.weight_t, out)
+        self.kernel(x, self.weight_t, out)
         return out
 
 
@@ -223,6 +225,7 @@ class SNNEngine:
         self.in_shape = tuple(in_shape)
         self.dtype = dtype
         self.kernels = kernels
+        self._lif_kernel = _kernels().lif_steps if kernels == "sparse" else None
         self._state: Optional[List[np.ndarray]] = None
 
     @classmethod
@@ -264,10 +267,10 @@ class SNNEngine:
     def _lif(self, u: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Eq. 1-3 over the ``N`` steps of ``y [N, ...]`` (``u`` in place) -> spikes."""
         n = y.shape[0]
-        if self.kernels == "sparse":
+        if self._lif_kernel is not None:
             spikes = np.empty(y.shape, self.dtype)
-            _kernels().lif_steps(u.reshape(-1), np.ascontiguousarray(y, self.dtype).reshape(n, -1), self.decay,
-                                 self.v_th, self.u_rest, spikes.reshape(n, -1))
+            self._lif_kernel(u.reshape(-1), np.ascontiguousarray(y, self.dtype).reshape(n, -1), self.decay,
+                             self.v_th, self.u_rest, spikes.reshape(n, -1))
             return spikes
         spikes = np.empty(y.shape, bool)
         for i in range(n):

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Param:
@@ -200,21 +202,27 @@ def run_fast_node(factory, args=None) -> int:
     return run_node(factory, args, executor_factory=events_executor)
 
 
-def box_msgs(outputs, source: int, frame_id: str, scores=None, velocities=None):
-    """``TrackedBox`` messages for ``(t_us, box)`` pairs (NaN or sizeless box = not valid),
-    and the ``TrackedBoxArray`` holding them (header = the last box's stamp);
-    ``velocities``: ``(vx, vy)`` px/s per box."""
+def box_array(t_us, boxes, source: int, frame_id: str, scores=None, velocities=None):
+    """The ``TrackedBoxArray`` of ``N`` boxes (``t_us [N]``, ``boxes [N, 4]``, NaN or
+    sizeless = not valid; ``scores [N]``; ``velocities [N, 2]`` px/s)."""
     from ..io import ros_msgs as rm
-    from ..msg import TrackedBox, TrackedBoxArray
+    from ..msg import TrackedBoxArray
+
+    return rm.boxes_to_array_msg(t_us, boxes, TrackedBoxArray(), source=source, frame_id=frame_id, scores=scores,
+                                 velocities=velocities)
+
+
+def box_msgs(t_us, boxes, source: int, frame_id: str, scores=None, velocities=None):
+    """The same boxes as :func:`box_array`, one ``TrackedBox`` message each."""
+    from ..io import ros_msgs as rm
+    from ..msg import TrackedBox
 
     msgs = []
-    for i, (t_us, box) in enumerate(outputs):
-        msgs.append(rm.box_to_msg(box, TrackedBox(), t_us=t_us, source=source, frame_id=frame_id,
+    for i, (t, box) in enumerate(zip(t_us, boxes)):
+        box = np.asarray(box, np.float32)
+        if not box[2] > 0 or not box[3] > 0:
+            box = np.full(4, np.nan, np.float32)          # sizeless: not valid
+        msgs.append(rm.box_to_msg(box, TrackedBox(), t_us=int(t), source=source, frame_id=frame_id,
                                   score=1.0 if scores is None else scores[i],
                                   velocity=None if velocities is None else velocities[i]))
-    arr = TrackedBoxArray()
-    if msgs:
-        arr.header.stamp = msgs[-1].header.stamp
-    arr.header.frame_id = frame_id
-    arr.boxes = msgs
-    return msgs, arr
+    return msgs

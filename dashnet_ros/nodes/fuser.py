@@ -34,7 +34,7 @@ from rclpy.node import Node
 
 from ..io import ros_msgs as rm
 from ..msg import TrackedBox, TrackedBoxArray
-from .common import (BOX_QOS_DEPTH, Param, RateLimitedWarner, box_msgs, declare, non_negative, one_of, positive,
+from .common import (BOX_QOS_DEPTH, Param, RateLimitedWarner, box_array, box_msgs, declare, non_negative, one_of, positive,
                      run_fast_node)
 
 PARAMS = (
@@ -109,34 +109,41 @@ class FuserNode(Node):
             self._publish_diagnostics()
 
     def _on_snn(self, msg) -> None:
-        self._publish([self._fuse(msg)], msg.header.frame_id)
+        t_us, box = self._box(msg, "snn")
+        self._publish([self._fuse(t_us, box, rm.msg_to_velocity(msg))], msg.header.frame_id)
 
     def _on_snn_array(self, msg) -> None:
-        if msg.boxes:
-            self._publish([self._fuse(m) for m in msg.boxes], msg.boxes[-1].header.frame_id)
+        try:
+            batch = rm.array_msg_to_boxes(msg)
+        except rm.MessageError as e:
+            return self.warn("bad_snn", f"bad SNN box array ({e}); dropped")
+        if batch.bad:
+            self.warn("bad_snn", f"{batch.bad} SNN box(es) marked valid are NaN or have no size; used as 'no estimate'")
+        if len(batch.t_us):
+            vel = batch.velocities.tolist()
+            self._publish([self._fuse(int(t), b, v) for t, b, v in zip(batch.t_us.tolist(), batch.boxes, vel)],
+                          msg.header.frame_id)
 
     def _publish(self, fused, frame_id: str) -> None:
-        """``fused``: (t_us, box, w) in time order -> the array (if subscribed) and singles."""
+        """``fused``: (t_us, box, w, velocity) in time order -> the array (if subscribed) and singles."""
         mode = self.p["single_output"]
-        msgs, arr = box_msgs([(t, b) for t, b, _, _ in fused], TrackedBox.SOURCE_FUSED, frame_id,
-                             scores=[w for _, _, w, _ in fused], velocities=[v for _, _, _, v in fused])
+        t_us, boxes, scores, vel = zip(*fused)
         if self.pub_boxes.get_subscription_count():
-            self.pub_boxes.publish(arr)
+            self.pub_boxes.publish(box_array(t_us, boxes, TrackedBox.SOURCE_FUSED, frame_id, scores, vel))
         if mode == "all":
-            for m in msgs:
+            for m in box_msgs(t_us, boxes, TrackedBox.SOURCE_FUSED, frame_id, scores, vel):
                 self.pub.publish(m)
         elif mode == "latest":
-            t = fused[-1][0]
+            t = t_us[-1]
             last = self.last_single_t
             if last is None or t < last or t - last >= self.single_period_us:
-                self.pub.publish(msgs[-1])
+                self.pub.publish(box_msgs(t_us[-1:], boxes[-1:], TrackedBox.SOURCE_FUSED, frame_id, scores[-1:],
+                                          vel[-1:])[0])
                 self.last_single_t = t
-        self.n_out += len(msgs)
+        self.n_out += len(fused)
 
-    def _fuse(self, msg):
-        """One SNN box message -> ``(t_us, fused box, SNN weight, SNN velocity)`` (eq. 7-9)."""
-        t_us, box = self._box(msg, "snn")
-        vel = rm.msg_to_velocity(msg)
+    def _fuse(self, t_us: int, box, vel):
+        """One SNN box -> ``(t_us, fused box, SNN weight, SNN velocity)`` (eq. 7-9)."""
         dt_us = t_us - self.last_snn_t if self.last_snn_t is not None else 0
         motion = (vel[0] * dt_us * 1e-6, vel[1] * dt_us * 1e-6) if 0 < dt_us <= self.max_motion_gap_us else (0.0, 0.0)
         if self.last_snn_t is not None and t_us < self.last_snn_t:

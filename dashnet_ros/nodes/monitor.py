@@ -461,8 +461,11 @@ class MonitorNode(Node):
 
         def cb(msg, info):
             wall = _rx(info)
-            for m in (msg.boxes if isinstance(msg, TrackedBoxArray) else (msg,)):
-                t, box = rm.msg_to_box(m)
+            try:
+                batch = rm.box_batch(msg)
+            except rm.MessageError:
+                return
+            for t, box in zip(batch.t_us.tolist(), batch.boxes):
                 self.stats.on_box(kind, t, box, wall)
                 if self.video is not None:
                     self.video.add_box(kind, t, box)

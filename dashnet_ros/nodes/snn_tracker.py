@@ -39,8 +39,8 @@ from rclpy.node import Node
 
 from ..events import concat_events
 from ..msg import EventPacket, TrackedBox, TrackedBoxArray
-from .common import (BOX_QOS_DEPTH, Param, RateLimitedWarner, box_msgs, declare, non_negative, one_of, positive,
-                     run_fast_node, sensor_qos)
+from .common import (BOX_QOS_DEPTH, Param, RateLimitedWarner, box_array, box_msgs, declare, non_negative, one_of,
+                     positive, run_fast_node, sensor_qos)
 
 
 
@@ -271,9 +271,17 @@ class SNNTrackerNode(Node):
 
     def _on_fused_array(self, msg) -> None:
         """The newest usable box of the array (older ones would be replaced at once)."""
-        for m in reversed(msg.boxes):
-            if self._on_fused(m):
-                return
+        from ..io import ros_msgs as rm
+
+        try:
+            batch = rm.array_msg_to_boxes(msg)
+        except rm.MessageError as e:
+            return self.warn("bad_fused", f"bad fused box array ({e}); ignored")
+        if batch.bad:
+            self.warn("bad_fused", f"{batch.bad} fused box(es) marked valid are NaN or have no size; ignored")
+        ok = np.flatnonzero(np.isfinite(batch.boxes[:, 0]))
+        if len(ok):
+            self.fused, self.fused_new = (int(batch.t_us[ok[-1]]), batch.boxes[ok[-1]]), True
 
     def _on_events(self, msg) -> None:
         from ..io import ros_msgs as rm
@@ -332,17 +340,16 @@ class SNNTrackerNode(Node):
 
     def _publish(self, outs) -> None:
         """One TrackedBoxArray for the windows of this packet; single boxes only when subscribed."""
-        nan = np.full(4, np.nan, np.float32)
-        pairs = [(o.t_us, o.box if o.box[2] > 0 and o.box[3] > 0 else nan) for o in outs]  # no size: no box
+        t_us = [o.t_us for o in outs]
+        boxes = [o.box for o in outs]               # NaN or sizeless: no box
         per_s = 1e6 / self.window_us
-        vel = [(o.motion_px[0] * per_s, o.motion_px[1] * per_s) if o.motion_px else None for o in outs]
-        msgs, arr = box_msgs(pairs, TrackedBox.SOURCE_SNN, self.frame_id, velocities=vel)
-        self.pub_boxes.publish(arr)
+        vel = [(o.motion_px[0] * per_s, o.motion_px[1] * per_s) if o.motion_px else (0.0, 0.0) for o in outs]
+        self.pub_boxes.publish(box_array(t_us, boxes, TrackedBox.SOURCE_SNN, self.frame_id, velocities=vel))
         if self.pub.get_subscription_count():
-            for m in msgs:
+            for m in box_msgs(t_us, boxes, TrackedBox.SOURCE_SNN, self.frame_id, velocities=vel):
                 self.pub.publish(m)
-        self.n_out += len(msgs)
-        self.counts["windows"] += len(msgs)
+        self.n_out += len(outs)
+        self.counts["windows"] += len(outs)
 
     def _publish_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
