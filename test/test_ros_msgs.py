@@ -130,7 +130,7 @@ def test_box_array_roundtrip_through_cdr_with_invalid_boxes_and_velocities():
     np.testing.assert_array_equal(back.boxes[0], boxes[0])
     assert np.isnan(back.boxes[1:3]).all() and back.boxes[3].tolist() == boxes[3]
     np.testing.assert_allclose(back.scores, [0.1, 0.2, 0.3, 0.4], rtol=1e-6)
-    assert back.velocities.tolist() == [[100.0, -50.0], [0.0, 0.0], [0.0, 0.0], [0.0, 1.0]]   # invalid / inf: 0
+    assert back.velocities.tolist() == [[100.0, -50.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]   # invalid / inf: 0, as in TrackedBox
     # the single-message view of the same boxes, and back
     singles = rm.unpack_boxes(m, TrackedBox)
     assert [rm.stamp_to_us(b.header.stamp) for b in singles] == t and [b.valid for b in singles] == list(m.valid)

@@ -159,12 +159,6 @@ def box_to_msg(box, msg, *, t_us: int, source: int, score: float = 1.0, frame_id
     return msg
 
 
-def _f32(a) -> array:
-    out = array("f")
-    out.frombytes(np.ascontiguousarray(a, np.float32).tobytes())
-    return out
-
-
 def boxes_to_array_msg(t_us, boxes, msg, *, source: int, frame_id: str = "", scores=None, velocities=None):
     """Fill a ``dashnet_ros/TrackedBoxArray`` with ``N`` boxes (in place, returns msg).
 
@@ -172,22 +166,26 @@ def boxes_to_array_msg(t_us, boxes, msg, *, source: int, frame_id: str = "", sco
     non-finite or sizeless box is sent as not valid (zeros); ``scores [N]`` (default 1);
     ``velocities [N, 2]`` centre px/s (default, non-finite or invalid box: 0).
     ``header.stamp`` = the last box's instant."""
-    b = np.asarray(boxes, np.float32).reshape(-1, 4)
-    n = len(b)
-    t = np.asarray(t_us, np.int64).reshape(n)
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(b).all(1) & (b[:, 2] > 0) & (b[:, 3] > 0)
-    b = np.where(valid[:, None], b, np.float32(0))
-    vel = np.zeros((n, 2), np.float32) if velocities is None else np.asarray(velocities, np.float32).reshape(n, 2)
-    vel = np.where(valid[:, None] & np.isfinite(vel), vel, np.float32(0))
-    us_to_stamp(int(t[-1]) if n else 0, msg.header.stamp)
+    # Python lists, not numpy: a batch holds a handful of boxes, where numpy's per-call
+    # overhead would dominate (this runs for every SNN and fused array)
+    rows = np.asarray(boxes, np.float32).reshape(-1, 4).tolist()
+    n = len(rows)
+    t = [int(v) for v in t_us]
+    if len(t) != n:
+        raise ValueError(f"{len(t)} stamps for {n} boxes")
+    valid = [r[2] > 0 and r[3] > 0 and all(map(math.isfinite, r)) for r in rows]
+    zero = [0.0] * 4
+    rows = [r if ok else zero for r, ok in zip(rows, valid)]
+    vel = [(0.0, 0.0)] * n if velocities is None else np.asarray(velocities, np.float32).reshape(n, 2).tolist()
+    vel = [v if ok and math.isfinite(v[0]) and math.isfinite(v[1]) else (0.0, 0.0) for v, ok in zip(vel, valid)]
+    us_to_stamp(t[-1] if n else 0, msg.header.stamp)
     msg.header.frame_id = frame_id
     msg.source = int(source)
-    msg.t_us = array("q", t.tobytes())
-    msg.x, msg.y, msg.w, msg.h = (_f32(b[:, i]) for i in range(4))
-    msg.score = _f32(np.ones(n, np.float32) if scores is None else np.asarray(scores, np.float32).reshape(n))
-    msg.vx, msg.vy = _f32(vel[:, 0]), _f32(vel[:, 1])
-    msg.valid = valid.tolist()
+    msg.t_us = array("q", t)
+    msg.x, msg.y, msg.w, msg.h = (array("f", [r[i] for r in rows]) for i in range(4))
+    msg.score = array("f", [1.0] * n if scores is None else np.asarray(scores, np.float32).reshape(n).tolist())
+    msg.vx, msg.vy = array("f", [v[0] for v in vel]), array("f", [v[1] for v in vel])
+    msg.valid = valid
     return msg
 
 

@@ -26,7 +26,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from ..msg import TrackedBox
-from .common import BOX_QOS_DEPTH, Param, RateLimitedWarner, declare, positive, run_node, sensor_qos
+from .common import BOX_QOS_DEPTH, Param, RateLimitedWarner, declare, positive, run_fast_node, sensor_qos
 from .snn_tracker import InitialBox, check_box_param, setup_torch, torch_params, weights_path
 
 PARAMS = torch_params("ann") + (
@@ -147,7 +147,7 @@ class ANNTrackerNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(ANNTrackerNode, args)
+    return run_fast_node(ANNTrackerNode, args)
 
 
 if __name__ == "__main__":
