@@ -23,6 +23,7 @@ region x0) / region width`` etc., so a box filling the region is ``(0.5, 0.5, 1,
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -208,9 +209,9 @@ def search_region(box_xywh, scale: float, min_side_px: float = 16.0) -> np.ndarr
     pixels outside the frame read as zero (no events, black image), which keeps the target
     centred and the mapping a pure scale + shift.
     """
-    b = np.asarray(box_xywh, dtype=np.float64).reshape(4)
-    if not np.all(np.isfinite(b)):
-        raise ValueError(f"search_region needs a finite box, got {b.tolist()}")
+    b = np.asarray(box_xywh, dtype=np.float64).reshape(4).tolist()     # Python floats: runs per SNN window
+    if not all(map(math.isfinite, b)):
+        raise ValueError(f"search_region needs a finite box, got {b}")
     if scale <= 0:
         raise ValueError(f"search window scale must be positive, got {scale!r}")
     side = max(scale * max(b[2], b[3]), float(min_side_px))
@@ -231,11 +232,13 @@ def region_norm_to_box(norm_cxcywh, region) -> np.ndarray:
     """Inverse of :func:`box_to_region_norm`: normalised ``(cx, cy, w, h)`` -> pixel ``(x, y, w, h)``."""
     n = np.asarray(norm_cxcywh, dtype=np.float64)
     r = np.asarray(region, dtype=np.float64)
-    w = n[..., 2] * r[..., 2]
-    h = n[..., 3] * r[..., 3]
-    x = r[..., 0] + n[..., 0] * r[..., 2] - w / 2
-    y = r[..., 1] + n[..., 1] * r[..., 3] - h / 2
-    return np.stack([x, y, w, h], -1).astype(np.float32)
+    out = np.empty(np.broadcast_shapes(n.shape, r.shape), np.float64)
+    w, h = out[..., 2], out[..., 3]
+    np.multiply(n[..., 2], r[..., 2], out=w)
+    np.multiply(n[..., 3], r[..., 3], out=h)
+    out[..., 0] = r[..., 0] + n[..., 0] * r[..., 2] - w / 2
+    out[..., 1] = r[..., 1] + n[..., 1] * r[..., 3] - h / 2
+    return out.astype(np.float32)
 
 
 # --- loss terms of eq. 4 and eq. 6 -----------------------------------------------------

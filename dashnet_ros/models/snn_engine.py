@@ -116,11 +116,21 @@ class _ConvScatter:
         kh, kw = conv.kernel_size
         (sh, sw), (ph, pw) = conv.stride, conv.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        self.kernel = _kernels().conv_scatter
+        self.kernel, self.fused = _kernels().conv_scatter, _kernels().scatter_lif
         self.tables = _kernels().conv_tables(h, w, kh, kw, sh, sw, ph, pw, ho, wo)
         self.weight = np.ascontiguousarray(
             conv.weight.detach().cpu().numpy().transpose(2, 3, 1, 0).reshape(kh * kw, c, -1).astype(dtype))
         self.out_shape = (ho, wo, conv.out_channels)
+
+    def lif(self, x: np.ndarray, u: np.ndarray, decay, v_th, u_rest) -> np.ndarray:
+        """This layer and the LIF neurons after it in one call (:func:`snn_kernels.scatter_lif`)."""
+        n = x.shape[0]
+        spikes = np.empty((n,) + self.out_shape, self.weight.dtype)
+        x = np.ascontiguousarray(x, self.weight.dtype)
+        co = self.out_shape[-1]
+        self.fused(x.reshape(n, -1, x.shape[-1]), self.weight, *self.tables, u.reshape(-1, co), decay, v_th, u_rest,
+                   spikes.reshape(n, -1, co))
+        return spikes
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
@@ -157,6 +167,20 @@ class _LinearScatter:
         self.bias = None if fc.bias is None else fc.bias.detach().cpu().numpy().astype(dtype)
         self.out_shape = (fc.out_features,)
         self.kernel = _kernels().linear_scatter
+        if self.bias is None:
+            # as a layer for scatter_lif: each input reaches output position 0 through its own tap
+            n_in = self.weight_t.shape[0]
+            self.weight_taps = self.weight_t.reshape(n_in, 1, -1)
+            self.tables = (np.arange(n_in + 1, dtype=np.int64), np.zeros(n_in, np.int64), np.arange(n_in, dtype=np.int64))
+            self.lif, self.fused = self._lif, _kernels().scatter_lif
+
+    def _lif(self, x: np.ndarray, u: np.ndarray, decay, v_th, u_rest) -> np.ndarray:
+        """This layer and the LIF neurons after it in one call (:func:`snn_kernels.scatter_lif`)."""
+        n = x.shape[0]
+        x = np.ascontiguousarray(x.reshape(n, -1, 1), self.weight_t.dtype)
+        spikes = np.empty((n,) + self.out_shape, self.weight_t.dtype)
+        self.fused(x, self.weight_taps, *self.tables, u.reshape(1, -1), decay, v_th, u_rest, spikes.reshape(n, 1, -1))
+        return spikes
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x.reshape(x.shape[0], -1), self.weight_t.dtype)
@@ -292,10 +316,14 @@ class SNNEngine:
             s = np.ascontiguousarray(s.transpose(0, 2, 3, 1))
         for i, (ops, shape) in enumerate(self.stages):
             u = self._state[i]
-            if not s.any():
-                # no input spike in any step: the state only leaks, nothing can fire
+            if self.kernels == "dense" and not s.any():
+                # no input spike in any step: the state only leaks, nothing can fire (the
+                # sparse kernels skip silent inputs by themselves)
                 u *= self.decay ** (k * t)
                 s = np.zeros((k * t,) + shape, bool)
+                continue
+            if len(ops) == 1 and hasattr(ops[0], "lif"):
+                s = ops[0].lif(s, u, self.decay, self.v_th, self.u_rest)       # sparse: layer + LIF in one call
                 continue
             y = s
             for op in ops:

@@ -61,6 +61,41 @@ def conv_scatter(x, w, starts, out_pos, tap, out):
 
 
 @_jit
+def scatter_lif(x, w, starts, out_pos, tap, u, decay, v_th, u_rest, spikes):
+    """A spiking stage in one call: for each step ``n`` in order, the input current
+    ``I = conv_scatter(x[n])`` (any layer in :func:`conv_tables` form; a linear layer is
+    ``P`` inputs of one channel reaching output position 0 through tap ``p``), then eq. 1-3
+    on it: ``u = decay * u + I``, a spike (1) where ``u > v_th`` and ``u`` reset to
+    ``u_rest`` there.  ``x [N, P, C]``, ``w [T, C, Co]``, ``u [Q, Co]`` (in place),
+    ``spikes [N, Q, Co]``."""
+    n_, p_, c_ = x.shape
+    co_ = w.shape[2]
+    q_ = u.shape[0]
+    acc = np.empty((q_, co_), u.dtype)
+    for n in range(n_):
+        acc[:] = 0
+        for p in range(p_):
+            for c in range(c_):
+                v = x[n, p, c]
+                if v == 0:
+                    continue
+                for e in range(starts[p], starts[p + 1]):
+                    q = out_pos[e]
+                    t = tap[e]
+                    for o in range(co_):
+                        acc[q, o] += v * w[t, c, o]
+        for q in range(q_):
+            for o in range(co_):
+                val = decay * u[q, o] + acc[q, o]
+                if val > v_th:
+                    spikes[n, q, o] = 1
+                    u[q, o] = u_rest
+                else:
+                    spikes[n, q, o] = 0
+                    u[q, o] = val
+
+
+@_jit
 def linear_scatter(x, w_t, out):
     """``out[n, :] += x[n, i] * w_t[i, :]`` for every non-zero ``x[n, i]`` (``x [N, I]``,
     ``w_t [I, O]``; ``out [N, O]`` holds the bias or zeros)."""
@@ -124,4 +159,6 @@ def warm_up(dtype) -> None:
     ev = empty_events(1)         # the strided field views bin_events passes
     bin_counts(ev["t_us"], ev["x"], ev["y"], ev["p"], 0, 1, 1, np.float32(0.5), np.float32(1.0), np.float32(0.5),
                np.float32(1.0), 1, 1, np.zeros(2, np.float32))
+    scatter_lif(np.ones((1, 4, 1), dtype), np.ones((1, 1, 1), dtype), starts, out_pos, tap, np.zeros((4, 1), dtype),
+                d(0.5), d(1.0), d(0.0), np.zeros((1, 4, 1), dtype))
     lif_steps(np.zeros(2, dtype), np.ones((1, 2), dtype), d(0.5), d(1.0), d(0.0), np.zeros((1, 2), dtype))
