@@ -587,6 +587,14 @@ def test_fuser_fuses_arrays_box_by_box_and_rate_limits_the_single_box(h):
     snn.publish(arr)
     assert h.spin(3, until=lambda: len(arrays) == 4)
     assert len(unpack(arrays[-1])) == 1 and unpack(arrays[-1])[0].x == pytest.approx(100.0)   # the ANN's
+    # a ragged array is dropped with a warning; one marked valid with NaN counts as no box; it goes on
+    bad = pack([box_msg(4320, S, TrackedBox.SOURCE_SNN), box_msg(4800, S, TrackedBox.SOURCE_SNN)])
+    bad.valid = [True]
+    snn.publish(bad)
+    assert h.spin(3, until=lambda: node.warn.counts.get("bad_snn") == 1)
+    snn.publish(pack([box_msg(5280, S, TrackedBox.SOURCE_SNN, malformed=True)]))
+    assert h.spin(3, until=lambda: len(arrays) == 5)
+    assert node.warn.counts["bad_snn"] == 2 and unpack(arrays[-1])[0].x == pytest.approx(100.0)
 
 
 def test_fuser_moves_the_ann_box_by_the_snn_velocity(h):

@@ -105,39 +105,66 @@ class _Linear:
         return y
 
 
-class _ConvScatter:
-    """Conv2d without bias, event-driven (:func:`snn_kernels.conv_scatter`), on
-    channels-last ``[N, H, W, C]``."""
+class _Scatter:
+    """A Conv2d (no bias) or Linear layer, event-driven on channels-last input: each
+    non-zero input ``[p, c]`` adds its weights ``w[t, c, :]`` to the outputs ``q`` its
+    position reaches (:func:`snn_kernels.conv_scatter`; tables from
+    :func:`snn_kernels.conv_tables`, or for a linear layer: input ``p`` reaches output 0
+    through tap ``p``)."""
 
-    def __init__(self, conv: nn.Conv2d, in_shape, dtype):
+    def __init__(self, weight_taps, tables, in_pc, out_shape, bias=None):
+        self.weight = np.ascontiguousarray(weight_taps)           # [T, C, Co]
+        self.tables = tables
+        self.in_pc = in_pc                                        # input as [P, C]
+        self.out_shape = out_shape
+        self.bias = bias
+        self.kernel, self.fused = _kernels().conv_scatter, _kernels().scatter_lif
+        if bias is None:
+            self.lif = self._lif
+
+    @classmethod
+    def conv(cls, conv: nn.Conv2d, in_shape, dtype) -> "_Scatter":
         if conv.groups != 1 or conv.dilation != (1, 1) or conv.bias is not None or isinstance(conv.padding, str):
             raise NotImplementedError("only plain Conv2d layers without bias")
         h, w, c = in_shape
         kh, kw = conv.kernel_size
         (sh, sw), (ph, pw) = conv.stride, conv.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        self.kernel, self.fused = _kernels().conv_scatter, _kernels().scatter_lif
-        self.tables = _kernels().conv_tables(h, w, kh, kw, sh, sw, ph, pw, ho, wo)
-        self.weight = np.ascontiguousarray(
-            conv.weight.detach().cpu().numpy().transpose(2, 3, 1, 0).reshape(kh * kw, c, -1).astype(dtype))
-        self.out_shape = (ho, wo, conv.out_channels)
+        taps = conv.weight.detach().cpu().numpy().transpose(2, 3, 1, 0).reshape(kh * kw, c, -1).astype(dtype)
+        return cls(taps, _kernels().conv_tables(h, w, kh, kw, sh, sw, ph, pw, ho, wo), (h * w, c),
+                   (ho, wo, conv.out_channels))
 
-    def lif(self, x: np.ndarray, u: np.ndarray, decay, v_th, u_rest) -> np.ndarray:
-        """This layer and the LIF neurons after it in one call (:func:`snn_kernels.scatter_lif`)."""
-        n = x.shape[0]
-        spikes = np.empty((n,) + self.out_shape, self.weight.dtype)
-        x = np.ascontiguousarray(x, self.weight.dtype)
-        co = self.out_shape[-1]
-        self.fused(x.reshape(n, -1, x.shape[-1]), self.weight, *self.tables, u.reshape(-1, co), decay, v_th, u_rest,
-                   spikes.reshape(n, -1, co))
-        return spikes
+    @classmethod
+    def linear(cls, fc: nn.Linear, in_shape, dtype) -> "_Scatter":
+        w_t = fc.weight.detach().cpu().numpy().T
+        if len(in_shape) == 3:     # flattened channels-last: permute from torch's C, H, W order
+            h, w, c = in_shape
+            w_t = w_t[np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)]
+        n_in = w_t.shape[0]
+        tables = (np.arange(n_in + 1, dtype=np.int64), np.zeros(n_in, np.int64), np.arange(n_in, dtype=np.int64))
+        bias = None if fc.bias is None else fc.bias.detach().cpu().numpy().astype(dtype)
+        return cls(w_t.astype(dtype).reshape(n_in, 1, -1), tables, (n_in, 1), (fc.out_features,), bias)
+
+    def _input(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, self.weight.dtype).reshape((x.shape[0],) + self.in_pc)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        out = np.zeros((n, self.out_shape[0] * self.out_shape[1], self.out_shape[2]), self.weight.dtype)
-        x = np.ascontiguousarray(x, self.weight.dtype)
-        self.kernel(x.reshape(n, -1, x.shape[-1]), self.weight, *self.tables, out)
+        co = self.weight.shape[2]
+        out = np.zeros((n, int(np.prod(self.out_shape)) // co, co), self.weight.dtype)    # [N, Q, Co]
+        if self.bias is not None:
+            out += self.bias
+        self.kernel(self._input(x), self.weight, *self.tables, out)
         return out.reshape((n,) + self.out_shape)
+
+    def _lif(self, x: np.ndarray, u: np.ndarray, decay, v_th, u_rest) -> np.ndarray:
+        """This layer and the LIF neurons after it in one call (:func:`snn_kernels.scatter_lif`)."""
+        n = x.shape[0]
+        co = self.weight.shape[2]
+        spikes = np.empty((n,) + self.out_shape, self.weight.dtype)
+        self.fused(self._input(x), self.weight, *self.tables, u.reshape(-1, co), decay, v_th, u_rest,
+                   spikes.reshape(n, -1, co))
+        return spikes
 
 
 class _PoolLast(_Pool):
@@ -152,43 +179,6 @@ class _PoolLast(_Pool):
         n, c = x.shape[0], x.shape[3]
         ho, wo, k = self.out_shape[0], self.out_shape[1], self.k
         return x[:, :ho * k, :wo * k, :].reshape(n, ho, k, wo, k, c).max(axis=(2, 4))
-
-
-class _LinearScatter:
-    """Linear, event-driven (:func:`snn_kernels.linear_scatter`); the input is flattened
-    channels-last, so the weight's columns are permuted from torch's ``C, H, W`` order."""
-
-    def __init__(self, fc: nn.Linear, in_shape, dtype):
-        w_t = fc.weight.detach().cpu().numpy().T
-        if len(in_shape) == 3:
-            h, w, c = in_shape
-            w_t = w_t[np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)]
-        self.weight_t = np.ascontiguousarray(w_t.astype(dtype))
-        self.bias = None if fc.bias is None else fc.bias.detach().cpu().numpy().astype(dtype)
-        self.out_shape = (fc.out_features,)
-        self.kernel = _kernels().linear_scatter
-        if self.bias is None:
-            # as a layer for scatter_lif: each input reaches output position 0 through its own tap
-            n_in = self.weight_t.shape[0]
-            self.weight_taps = self.weight_t.reshape(n_in, 1, -1)
-            self.tables = (np.arange(n_in + 1, dtype=np.int64), np.zeros(n_in, np.int64), np.arange(n_in, dtype=np.int64))
-            self.lif, self.fused = self._lif, _kernels().scatter_lif
-
-    def _lif(self, x: np.ndarray, u: np.ndarray, decay, v_th, u_rest) -> np.ndarray:
-        """This layer and the LIF neurons after it in one call (:func:`snn_kernels.scatter_lif`)."""
-        n = x.shape[0]
-        x = np.ascontiguousarray(x.reshape(n, -1, 1), self.weight_t.dtype)
-        spikes = np.empty((n,) + self.out_shape, self.weight_t.dtype)
-        self.fused(x, self.weight_taps, *self.tables, u.reshape(1, -1), decay, v_th, u_rest, spikes.reshape(n, 1, -1))
-        return spikes
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x.reshape(x.shape[0], -1), self.weight_t.dtype)
-        out = np.zeros((x.shape[0],) + self.out_shape, self.weight_t.dtype)
-        if self.bias is not None:
-            out += self.bias
-        self.kernel(x, self.weight_t, out)
-        return out
 
 
 def _kernels():
@@ -215,11 +205,11 @@ def _compile(layers, in_shape, dtype, sparse=False):
     ops, shape = [], tuple(in_shape)
     for layer in layers:
         if isinstance(layer, nn.Conv2d):
-            op = _ConvScatter(layer, shape, dtype) if sparse else _Conv(layer, shape, dtype)
+            op = _Scatter.conv(layer, shape, dtype) if sparse else _Conv(layer, shape, dtype)
         elif isinstance(layer, nn.MaxPool2d):
             op = _PoolLast(layer, shape) if sparse else _Pool(layer, shape)
         elif isinstance(layer, nn.Linear):
-            op = _LinearScatter(layer, shape, dtype) if sparse else _Linear(layer, dtype)
+            op = _Scatter.linear(layer, shape, dtype) if sparse else _Linear(layer, dtype)
         elif isinstance(layer, nn.Flatten):
             continue                                             # ops take any [N, ...] and flatten as needed
         else:

@@ -40,50 +40,44 @@ def conv_tables(h, w, kh, kw, sh, sw, ph, pw, ho, wo):
 
 
 @_jit
-def conv_scatter(x, w, starts, out_pos, tap, out):
-    """``out[n, q, :] += x[n, p, c] * w[t, c, :]`` for every non-zero input ``x[n, p, c]``
-    and every (output pixel ``q``, tap ``t``) it reaches (:func:`conv_tables`): a Conv2d
-    without bias on channels-last ``x [N, H*W, C]``, ``w [KH*KW, C, Co]``, ``out [N,
-    Ho*Wo, Co]`` zeroed by the caller."""
-    n_, p_, c_ = x.shape
+def _scatter(x_n, w, starts, out_pos, tap, acc):
+    """``acc[q, :] += x_n[p, c] * w[t, c, :]`` for every non-zero ``x_n[p, c]`` and every
+    (output position ``q``, tap ``t``) that input position ``p`` reaches (:func:`conv_tables`)."""
+    p_, c_ = x_n.shape
     co_ = w.shape[2]
-    for n in range(n_):
-        for p in range(p_):
-            for c in range(c_):
-                v = x[n, p, c]
-                if v == 0:
-                    continue
-                for e in range(starts[p], starts[p + 1]):
-                    q = out_pos[e]
-                    t = tap[e]
-                    for o in range(co_):
-                        out[n, q, o] += v * w[t, c, o]
+    for p in range(p_):
+        for c in range(c_):
+            v = x_n[p, c]
+            if v == 0:
+                continue
+            for e in range(starts[p], starts[p + 1]):
+                q = out_pos[e]
+                t = tap[e]
+                for o in range(co_):
+                    acc[q, o] += v * w[t, c, o]
+
+
+@_jit
+def conv_scatter(x, w, starts, out_pos, tap, out):
+    """A layer without its neurons: ``out[n] += scatter(x[n])`` for each step (``x [N, P,
+    C]`` channels-last, ``w [KH*KW, C, Co]``, ``out [N, Q, Co]`` zeroed or holding the bias).
+    A Conv2d uses :func:`conv_tables`; a linear layer is ``P`` inputs of one channel that
+    reach output position 0 through tap ``p``."""
+    for n in range(x.shape[0]):
+        _scatter(x[n], w, starts, out_pos, tap, out[n])
 
 
 @_jit
 def scatter_lif(x, w, starts, out_pos, tap, u, decay, v_th, u_rest, spikes):
     """A spiking stage in one call: for each step ``n`` in order, the input current
-    ``I = conv_scatter(x[n])`` (any layer in :func:`conv_tables` form; a linear layer is
-    ``P`` inputs of one channel reaching output position 0 through tap ``p``), then eq. 1-3
-    on it: ``u = decay * u + I``, a spike (1) where ``u > v_th`` and ``u`` reset to
-    ``u_rest`` there.  ``x [N, P, C]``, ``w [T, C, Co]``, ``u [Q, Co]`` (in place),
-    ``spikes [N, Q, Co]``."""
-    n_, p_, c_ = x.shape
-    co_ = w.shape[2]
-    q_ = u.shape[0]
+    ``I = scatter(x[n])`` (see :func:`conv_scatter`), then eq. 1-3 on it: ``u = decay * u +
+    I``, a spike (1) where ``u > v_th`` and ``u`` reset to ``u_rest`` there.  ``x [N, P,
+    C]``, ``w [T, C, Co]``, ``u [Q, Co]`` (in place), ``spikes [N, Q, Co]``."""
+    q_, co_ = u.shape
     acc = np.empty((q_, co_), u.dtype)
-    for n in range(n_):
+    for n in range(x.shape[0]):
         acc[:] = 0
-        for p in range(p_):
-            for c in range(c_):
-                v = x[n, p, c]
-                if v == 0:
-                    continue
-                for e in range(starts[p], starts[p + 1]):
-                    q = out_pos[e]
-                    t = tap[e]
-                    for o in range(co_):
-                        acc[q, o] += v * w[t, c, o]
+        _scatter(x[n], w, starts, out_pos, tap, acc)
         for q in range(q_):
             for o in range(co_):
                 val = decay * u[q, o] + acc[q, o]
@@ -93,21 +87,6 @@ def scatter_lif(x, w, starts, out_pos, tap, u, decay, v_th, u_rest, spikes):
                 else:
                     spikes[n, q, o] = 0
                     u[q, o] = val
-
-
-@_jit
-def linear_scatter(x, w_t, out):
-    """``out[n, :] += x[n, i] * w_t[i, :]`` for every non-zero ``x[n, i]`` (``x [N, I]``,
-    ``w_t [I, O]``; ``out [N, O]`` holds the bias or zeros)."""
-    n_, i_ = x.shape
-    o_ = w_t.shape[1]
-    for n in range(n_):
-        for i in range(i_):
-            v = x[n, i]
-            if v == 0:
-                continue
-            for o in range(o_):
-                out[n, o] += v * w_t[i, o]
 
 
 @_jit
@@ -153,7 +132,6 @@ def warm_up(dtype) -> None:
     d = np.dtype(dtype).type
     starts, out_pos, tap = conv_tables(2, 2, 1, 1, 1, 1, 0, 0, 2, 2)
     conv_scatter(np.ones((1, 4, 1), dtype), np.ones((1, 1, 1), dtype), starts, out_pos, tap, np.zeros((1, 4, 1), dtype))
-    linear_scatter(np.ones((1, 2), dtype), np.ones((2, 1), dtype), np.zeros((1, 1), dtype))
     from ..events import empty_events
 
     ev = empty_events(1)         # the strided field views bin_events passes

@@ -34,8 +34,8 @@ from rclpy.node import Node
 
 from ..io import ros_msgs as rm
 from ..msg import TrackedBox, TrackedBoxArray
-from .common import (BOX_QOS_DEPTH, Param, RateLimitedWarner, box_array, box_msgs, declare, non_negative, one_of, positive,
-                     run_fast_node)
+from .common import (BOX_QOS_DEPTH, Param, RateLimitedWarner, box_array, box_msgs, declare, non_negative, one_of,
+                     positive, read_box_array, run_fast_node)
 
 PARAMS = (
     Param("aps_rate_hz", 30.0, "APS frame rate; the TCF time scale is half its frame interval", positive),
@@ -113,13 +113,8 @@ class FuserNode(Node):
         self._publish([self._fuse(t_us, box, rm.msg_to_velocity(msg))], msg.header.frame_id)
 
     def _on_snn_array(self, msg) -> None:
-        try:
-            batch = rm.array_msg_to_boxes(msg)
-        except rm.MessageError as e:
-            return self.warn("bad_snn", f"bad SNN box array ({e}); dropped")
-        if batch.bad:
-            self.warn("bad_snn", f"{batch.bad} SNN box(es) marked valid are NaN or have no size; used as 'no estimate'")
-        if len(batch.t_us):
+        batch = read_box_array(msg, self.warn, "bad_snn", "SNN box")
+        if batch is not None and len(batch.t_us):
             vel = batch.velocities.tolist()
             self._publish([self._fuse(int(t), b, v) for t, b, v in zip(batch.t_us.tolist(), batch.boxes, vel)],
                           msg.header.frame_id)

@@ -40,7 +40,7 @@ from rclpy.node import Node
 from ..events import concat_events
 from ..msg import EventPacket, TrackedBox, TrackedBoxArray
 from .common import (BOX_QOS_DEPTH, Param, RateLimitedWarner, box_array, box_msgs, declare, non_negative, one_of,
-                     positive, run_fast_node, sensor_qos)
+                     positive, read_box_array, run_fast_node, sensor_qos)
 
 
 
@@ -271,15 +271,8 @@ class SNNTrackerNode(Node):
 
     def _on_fused_array(self, msg) -> None:
         """The newest usable box of the array (older ones would be replaced at once)."""
-        from ..io import ros_msgs as rm
-
-        try:
-            batch = rm.array_msg_to_boxes(msg)
-        except rm.MessageError as e:
-            return self.warn("bad_fused", f"bad fused box array ({e}); ignored")
-        if batch.bad:
-            self.warn("bad_fused", f"{batch.bad} fused box(es) marked valid are NaN or have no size; ignored")
-        ok = np.flatnonzero(np.isfinite(batch.boxes[:, 0]))
+        batch = read_box_array(msg, self.warn, "bad_fused", "fused box")
+        ok = np.flatnonzero(np.isfinite(batch.boxes[:, 0])) if batch is not None else ()
         if len(ok):
             self.fused, self.fused_new = (int(batch.t_us[ok[-1]]), batch.boxes[ok[-1]]), True
 
