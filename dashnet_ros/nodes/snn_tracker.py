@@ -175,8 +175,9 @@ class InitialBox:
 
 PARAMS = torch_params("snn") + (
     Param("window_us", 0, "output window δt in microseconds (0 = the preset's, 480 µs)", non_negative),
-    Param("engine", "numpy", "SNN inference: 'numpy' (models/snn_engine.py, ~2x faster per window on a CPU) "
-                             "or 'torch' (TorchScript; used anyway on a GPU device)", one_of("numpy", "torch")),
+    Param("engine", "numpy", "SNN inference: 'numpy' (models/snn_engine.py, event-driven kernels, ~3x faster "
+                             "per window on a CPU) or 'torch' (TorchScript; used anyway on a GPU device)",
+          one_of("numpy", "torch")),
     Param("windows_per_call", 1, "windows run per network call on one search region (throughput up, the "
                                  "region moves every this many windows); boxes are still one per window", positive),
     Param("init_box", [0.0, 0.0, 0.0, 0.0], "initial target box [x, y, w, h] in sensor pixels; all zeros = "
