@@ -19,7 +19,9 @@ w (SNN)    0.000   0.007  0.045  0.178  0.462   0.809   0.964   1.000
 
 so right at an APS frame the ANN dominates and just before the next frame (33 ms after
 the last one, which is all a live system can have) the SNN does.  Use
-:meth:`TCF.for_frame_rate` for other APS rates.
+:meth:`TCF.for_frame_rate` for other APS rates.  Measured on the procedural validation
+streams (seeds 1900-1907, hybrid success AUC): time scale 4 / 8 / 16.7 / 33 / 66 ms gave
+0.373 / 0.415 / 0.471 / 0.390 / 0.372, so the default stays at half the frame interval.
 
 Causality: the filter only knows the ANN outputs given to :meth:`TCF.add_ann`.  In a live
 system those are the ones already received, so "nearest" means the nearest *available*
