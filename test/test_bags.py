@@ -138,6 +138,19 @@ def test_writer_refuses_existing_paths_and_leaves_nothing_on_error(tmp_path):
             w.write("/y", 1, b"")
 
 
+def test_a_bag_of_our_types_with_another_definition_is_refused_by_name(tmp_path):
+    path = str(tmp_path / "old")
+    with bags.BagWriter(path) as w:
+        w.write_msg("/dashnet/fused_box", 1, _box_msg(1), "dashnet_ros/msg/TrackedBox")
+    assert len(list(bags.read_bag(path))) == 1
+    meta = tmp_path / "old" / "metadata.yaml"           # as if written by a dashnet_ros whose TrackedBox differed
+    ours = bags.typestore().hash_rihs01("dashnet_ros/msg/TrackedBox")
+    meta.write_text(meta.read_text().replace(ours, "RIHS01_" + "0" * 64))
+    with pytest.raises(ValueError, match=r"/dashnet/fused_box holds dashnet_ros/msg/TrackedBox with type hash "
+                                         r"RIHS01_0+, but this dashnet_ros defines it with RIHS01_"):
+        list(bags.read_bag(path))
+
+
 def test_recorder_node_is_a_graph_option_with_a_matching_config():
     from dashnet_ros.nodes import bag_recorder
 

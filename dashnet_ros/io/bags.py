@@ -276,10 +276,26 @@ def read_bag(path: str, topics: Optional[Iterable[str]] = None) -> Iterator[BagM
             conns = [c for c in conns if c.topic in want]
         if not conns:
             return
+        _check_our_types(path, conns)
         for conn, t_ns, data in reader.messages(connections=conns):
             yield BagMessage(conn.topic, conn.msgtype, int(t_ns), bytes(data))
     finally:
         reader.close()
+
+
+def _check_our_types(path: str, conns) -> None:
+    """Refuse topics of our own message types recorded with another definition (an older
+    or newer dashnet_ros): their bytes would decode as garbage.  Bags without type hashes
+    are read as they are."""
+    store = typestore()
+    for c in conns:
+        if c.msgtype.startswith(MSG_PACKAGE + "/") and c.digest and c.msgtype in store.fielddefs:
+            ours = store.hash_rihs01(c.msgtype)
+            if c.digest != ours:
+                raise ValueError(
+                    f"bag {path}: topic {c.topic} holds {c.msgtype} with type hash {c.digest}, but this "
+                    f"dashnet_ros defines it with {ours} (the message changed since the bag was recorded: "
+                    f"read it with the version that wrote it, or record it again)")
 
 
 def bag_info(path: str) -> dict:
