@@ -69,6 +69,8 @@ LAUNCH_ARGS = (
     LaunchArg("closed_loop", "false", "closed loop: the world node simulates the predator-prey arena driven by /cmd_vel "
                                       "and the DAVIS simulator turns its camera (/world/image_raw) into events "
                                       "('source' is then ignored)"),
+    LaunchArg("world_ground_truth_subscribers", "1", "closed loop: the world's clock starts once "
+              "/world/ground_truth has this many subscribers (the simulator; + the demo's monitor and recorder)"),
     LaunchArg("tracking", "true", "start the trackers, the fuser and the steering"),
     LaunchArg("snn_weights", "default", "SNN weights file ('default' = the shipped dashnet_ros/weights/snn_fast.pt)"),
     LaunchArg("ann_weights", "default", "ANN weights file ('default' = the shipped dashnet_ros/weights/ann_fast.pt)"),
@@ -132,7 +134,8 @@ NODES = (
         name="world",
         executable="world",
         params_file="world.yaml",
-        arg_params={"realtime_factor": "realtime_factor", "seed": "seed"},
+        arg_params={"realtime_factor": "realtime_factor", "seed": "seed",
+                    "ground_truth_subscribers": "world_ground_truth_subscribers"},
         remappings=(
             ("~/image_raw", TOPIC_WORLD_IMAGE),
             ("~/ground_truth", TOPIC_WORLD_GROUND_TRUTH),

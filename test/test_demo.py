@@ -166,7 +166,11 @@ def test_replay_of_the_demo_bag_reproduces_the_recorded_boxes(demo_run):
                                     ground_truth_from_us=int(gt_t[gt_t <= t_first_window].max()))
     rec_fused = bags.boxes_of(bag, bags.FUSED_TOPIC)
     c = bags.compare_tracks(rec_fused, bags.box_track(out[bags.FUSED_TOPIC]))
-    assert c["matched"] >= len(np.unique(rec_fused[0])) - 2 and c["matched"] > 100, c
+    # 'forced' gives the fuser the recorded SNN boxes: the fused boxes it can reproduce are
+    # those of the recorded SNN stream's span (the recorder's subscriptions match at
+    # different times, so the fused stream may start earlier than the SNN one)
+    span = (rec_fused[0] >= rec_snn[0][0]) & (rec_fused[0] <= rec_snn[0][-1])
+    assert c["matched"] >= len(np.unique(rec_fused[0][span])) - 2 and c["matched"] > 100, c
     # The fuser has the same ordering race (an SNN array and an ANN box arriving within ~1 ms):
     # on an idle machine >= 99.9 % of the fused boxes are identical; under heavy load we have
     # seen 78 % identical with mean IoU 0.91, so the bound here is what holds in both cases.

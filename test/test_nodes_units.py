@@ -694,6 +694,19 @@ def test_world_node_publishes_camera_truth_and_status_and_obeys_cmd_vel(h):
     assert h.spin(2, until=lambda: node.world.cmd == (0.0, 0.0))
 
 
+def test_world_node_waits_for_its_ground_truth_subscribers(h):
+    from dashnet_ros.nodes.world import WorldNode
+
+    img = h.sub(Image, "/world/image_raw", sensor_qos())
+    gt = h.sub(TrackedBox, "/world/ground_truth", 100)
+    node = h.add(WorldNode, width=64, height=48, fps=240.0, realtime_factor=1.0, seed=3, ground_truth_subscribers=2)
+    h.spin(1.0)
+    assert node.frames == 0 and not gt and not img        # camera subscribed, ground truth only once
+    late = h.sub(TrackedBox, "/world/ground_truth", 100)
+    assert h.spin(5, until=lambda: len(gt) >= 5 and len(late) >= 5)
+    assert us(late[0]) == us(gt[0]) == 0                    # both saw the first box
+
+
 def test_davis_simulator_turns_an_image_topic_into_events(h):
     from dashnet_ros.nodes.davis_simulator import DavisSimulatorNode
 

@@ -155,7 +155,10 @@ def run_closed_loop(out_dir: str, *, duration_s: float = 10.0, realtime_factor: 
     first = dict(common, use_simulator="true", closed_loop="false", source=f"topic:{graph.TOPIC_WORLD_IMAGE}",
                  tracking="true", record="true" if record else "false", bag_path=bag_path)
     # step 2: the world (its clock starts when the simulator subscribes to its camera)
-    world = dict(common, use_simulator="false", closed_loop="true", tracking="false")
+    # (and once the monitor, and the recorder, also subscribe to its ground truth: none of
+    # them misses the first boxes)
+    world = dict(common, use_simulator="false", closed_loop="true", tracking="false",
+                 world_ground_truth_subscribers=str(3 if record else 2))
     end_us = int(duration_s * 1e6)
     if wall_timeout_s is None:
         wall_timeout_s = 3.0 * duration_s / realtime_factor + 120.0

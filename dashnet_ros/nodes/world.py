@@ -38,6 +38,11 @@ PARAMS = (
     Param("duration_s", 0.0, "stop after this much sensor time (0 = endless)", non_negative),
     Param("face_prey", True, "start with the predator turned toward the prey (so a tracker can start from the first ground-truth box)"),
     Param("wait_for_subscriber", True, "start the clock when the camera topic has a subscriber"),
+    Param("ground_truth_subscribers", 1, "with wait_for_subscriber: also wait until ~/ground_truth has this many "
+                                         "subscribers (at most ground_truth_wait_s), so none misses the first boxes",
+          non_negative),
+    Param("ground_truth_wait_s", 10.0, "longest wait for those ground-truth subscribers (wall s; then start anyway "
+                                      "with a warning)", non_negative),
     Param("cmd_timeout_s", 0.5, "stop the predator when /cmd_vel is silent this long (wall time; 0 = never)", non_negative),
     Param("catch_distance_m", 0.45, "distance at which the prey counts as caught", positive),
     Param("status_rate_hz", 30.0, "rate of ~/distance and ~/caught (sensor time)", positive),
@@ -107,6 +112,13 @@ def _world_loop(node: WorldNode) -> None:
     try:
         if p["wait_for_subscriber"]:
             while not node.stop_event.is_set() and node.pub_image.get_subscription_count() == 0:
+                time.sleep(0.05)
+            t_end = time.monotonic() + p["ground_truth_wait_s"]
+            while not node.stop_event.is_set() and node.pub_gt.get_subscription_count() < p["ground_truth_subscribers"]:
+                if time.monotonic() > t_end:
+                    log.warning(f"~/ground_truth has {node.pub_gt.get_subscription_count()} subscriber(s) after "
+                                f"{p['ground_truth_wait_s']} s, not {p['ground_truth_subscribers']}: starting anyway")
+                    break
                 time.sleep(0.05)
         pacer = Pacer(p["realtime_factor"])
         status_every = max(1, int(round(p["fps"] / p["status_rate_hz"])))
