@@ -100,6 +100,8 @@ def test_box_roundtrip_and_nan():
     msg = rm.box_to_msg([np.nan, 2, 30, 40], TrackedBox(), t_us=1, source=0)
     assert not msg.valid
     assert np.isnan(rm.msg_to_box(msg)[1]).all()
+    msg = rm.box_to_msg([1.0, 2, 0.0, 40], TrackedBox(), t_us=1, source=0, velocity=(5.0, 5.0))   # no size
+    assert not msg.valid and (msg.w, msg.vx) == (0.0, 0.0)
 
 
 def test_box_velocity_roundtrip():

@@ -138,12 +138,18 @@ def msg_to_events(msg) -> np.ndarray:
     return ev
 
 
+def _usable(b) -> bool:
+    """A box ``[x, y, w, h]`` (Python floats) that is sent as valid: finite, with a size."""
+    return b[2] > 0 and b[3] > 0 and all(map(math.isfinite, b))
+
+
 def box_to_msg(box, msg, *, t_us: int, source: int, score: float = 1.0, frame_id: str = "",
                velocity=None):
-    """Fill a ``dashnet_ros/TrackedBox`` (in place, returns msg); NaN box -> valid = False.
-    ``velocity``: ``(vx, vy)`` of the centre in px/s (None or non-finite: 0, 0)."""
+    """Fill a ``dashnet_ros/TrackedBox`` (in place, returns msg); a NaN or sizeless box ->
+    valid = False (as :func:`msg_to_box` reads it).  ``velocity``: ``(vx, vy)`` of the
+    centre in px/s (None or non-finite: 0, 0)."""
     b = np.asarray(box, dtype=np.float32).reshape(4).tolist()   # Python floats: this runs per SNN window
-    valid = all(map(math.isfinite, b))
+    valid = _usable(b)
     us_to_stamp(t_us, msg.header.stamp)
     msg.header.frame_id = frame_id
     msg.x, msg.y, msg.w, msg.h = b if valid else (0.0, 0.0, 0.0, 0.0)
@@ -157,6 +163,9 @@ def box_to_msg(box, msg, *, t_us: int, source: int, score: float = 1.0, frame_id
         vx = vy = 0.0
     msg.vx, msg.vy = vx, vy
     return msg
+
+
+_ARRAY_FLOATS = ("x", "y", "w", "h", "score", "vx", "vy")     # TrackedBoxArray's float arrays
 
 
 def boxes_to_array_msg(t_us, boxes, msg, *, source: int, frame_id: str = "", scores=None, velocities=None):
@@ -173,7 +182,7 @@ def boxes_to_array_msg(t_us, boxes, msg, *, source: int, frame_id: str = "", sco
     t = [int(v) for v in t_us]
     if len(t) != n:
         raise ValueError(f"{len(t)} stamps for {n} boxes")
-    valid = [r[2] > 0 and r[3] > 0 and all(map(math.isfinite, r)) for r in rows]
+    valid = [_usable(r) for r in rows]
     zero = [0.0] * 4
     rows = [r if ok else zero for r, ok in zip(rows, valid)]
     vel = [(0.0, 0.0)] * n if velocities is None else np.asarray(velocities, np.float32).reshape(n, 2).tolist()
@@ -202,11 +211,11 @@ def array_msg_to_boxes(msg) -> BoxBatch:
     valid, non-finite or sizeless come back NaN with velocity 0.  Raises
     :class:`MessageError` when the arrays' lengths differ."""
     t = np.asarray(msg.t_us, np.int64).reshape(-1)
-    cols = [np.asarray(getattr(msg, f), np.float32).reshape(-1) for f in ("x", "y", "w", "h", "score", "vx", "vy")]
+    cols = [np.asarray(getattr(msg, f), np.float32).reshape(-1) for f in _ARRAY_FLOATS]
     valid = np.asarray(msg.valid, bool).reshape(-1)
     n = len(t)
     if any(len(c) != n for c in cols) or len(valid) != n:
-        lengths = dict(t_us=n, valid=len(valid), **{f: len(c) for f, c in zip(("x", "y", "w", "h", "score", "vx", "vy"), cols)})
+        lengths = dict(t_us=n, valid=len(valid), **{f: len(c) for f, c in zip(_ARRAY_FLOATS, cols)})
         raise MessageError(f"TrackedBoxArray arrays differ in length: {lengths}")
     boxes = np.stack(cols[:4], 1)
     vel = np.stack(cols[5:], 1)
@@ -216,8 +225,6 @@ def array_msg_to_boxes(msg) -> BoxBatch:
     vel[~(ok[:, None] & np.isfinite(vel))] = 0
     return BoxBatch(t, boxes, cols[4], vel, int(np.count_nonzero(valid & ~ok)))
 
-
-_ARRAY_FLOATS = ("x", "y", "w", "h", "score", "vx", "vy")
 
 
 def pack_boxes(boxes, msg):

@@ -8,8 +8,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class Param:
@@ -235,9 +233,6 @@ def box_msgs(t_us, boxes, source: int, frame_id: str, scores=None, velocities=No
 
     msgs = []
     for i, (t, box) in enumerate(zip(t_us, boxes)):
-        box = np.asarray(box, np.float32)
-        if not box[2] > 0 or not box[3] > 0:
-            box = np.full(4, np.nan, np.float32)          # sizeless: not valid
         msgs.append(rm.box_to_msg(box, TrackedBox(), t_us=int(t), source=source, frame_id=frame_id,
                                   score=1.0 if scores is None else scores[i],
                                   velocity=None if velocities is None else velocities[i]))
