@@ -159,5 +159,7 @@ def test_engine_kernels_fall_back_to_dense_without_numba_and_refuse_unknown_name
     assert SNNEngine.from_model(model).kernels == "sparse"
     monkeypatch.setattr(engine_mod, "sparse_kernels", lambda: None)
     assert SNNEngine.from_model(model).kernels == "dense"
+    with pytest.raises(ImportError, match="numba"):
+        SNNEngine.from_model(model, kernels="sparse")
     with pytest.raises(ValueError, match="kernels"):
         SNNEngine.from_model(model, kernels="gpu")

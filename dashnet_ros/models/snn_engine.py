@@ -117,6 +117,7 @@ class _Scatter:
         self.tables = tables
         self.in_pc = in_pc                                        # input as [P, C]
         self.out_shape = out_shape
+        self.out_qc = (int(np.prod(out_shape)) // self.weight.shape[2], self.weight.shape[2])   # output as [Q, Co]
         self.bias = bias
         self.kernel, self.fused = _kernels().conv_scatter, _kernels().scatter_lif
         if bias is None:
@@ -150,8 +151,7 @@ class _Scatter:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        co = self.weight.shape[2]
-        out = np.zeros((n, int(np.prod(self.out_shape)) // co, co), self.weight.dtype)    # [N, Q, Co]
+        out = np.zeros((n,) + self.out_qc, self.weight.dtype)
         if self.bias is not None:
             out += self.bias
         self.kernel(self._input(x), self.weight, *self.tables, out)
@@ -160,10 +160,9 @@ class _Scatter:
     def _lif(self, x: np.ndarray, u: np.ndarray, decay, v_th, u_rest) -> np.ndarray:
         """This layer and the LIF neurons after it in one call (:func:`snn_kernels.scatter_lif`)."""
         n = x.shape[0]
-        co = self.weight.shape[2]
         spikes = np.empty((n,) + self.out_shape, self.weight.dtype)
-        self.fused(self._input(x), self.weight, *self.tables, u.reshape(-1, co), decay, v_th, u_rest,
-                   spikes.reshape(n, -1, co))
+        self.fused(self._input(x), self.weight, *self.tables, u.reshape(self.out_qc), decay, v_th, u_rest,
+                   spikes.reshape((n,) + self.out_qc))
         return spikes
 
 
@@ -181,19 +180,21 @@ class _PoolLast(_Pool):
         return x[:, :ho * k, :wo * k, :].reshape(n, ho, k, wo, k, c).max(axis=(2, 4))
 
 
-def _kernels():
-    from . import snn_kernels
-
-    return snn_kernels
-
-
 @functools.lru_cache(maxsize=None)
 def sparse_kernels():
     """:mod:`dashnet_ros.models.snn_kernels`, or None where numba is not installed."""
     try:
-        return _kernels()
+        from . import snn_kernels
     except ImportError:
         return None
+    return snn_kernels
+
+
+def _kernels():
+    k = sparse_kernels()
+    if k is None:
+        raise ImportError("the sparse SNN kernels need numba (pip install numba); use kernels='dense' without it")
+    return k
 
 
 def sparse_available() -> bool:
