@@ -205,12 +205,6 @@ class SNNTrackerNode(Node):
 
         p = self.p = declare(self, PARAMS)
         self.warn = RateLimitedWarner(self.get_logger())
-        self.runner = SNNRunner.from_file(weights_path(p["weights"]), p["preset"], 240, 180,
-                                          window_us=p["window_us"] or None, windows_per_call=p["windows_per_call"],
-                                          engine=p["engine"], reset_jump=p["reset_jump"])
-        setup_torch(self.runner, p["threads"], p["device"])
-        self.window_us = self.runner.window_us
-        self.first = InitialBox(self, p["init_box"])
         self.initialised = False
         self.init_t_us = None
         self.last_end_us = None
@@ -225,11 +219,21 @@ class SNNTrackerNode(Node):
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Inputs first, the network after: discovery and matching run while the weights load
+        # and the kernels compile (about a second), and what arrives meanwhile waits in the
+        # subscriptions' queues until the node spins, so a graph that starts all at once does
+        # not lose its first packets and ground-truth box to this node's start-up.
         self.create_subscription(EventPacket, "~/events", self._on_events, sensor_qos())
         if p["fused_input"] == "array":
             self.create_subscription(TrackedBoxArray, "~/fused_boxes", self._on_fused_array, BOX_QOS_DEPTH)
         else:
             self.create_subscription(TrackedBox, "~/fused_box", self._on_fused, BOX_QOS_DEPTH)
+        self.first = InitialBox(self, p["init_box"])
+        self.runner = SNNRunner.from_file(weights_path(p["weights"]), p["preset"], 240, 180,
+                                          window_us=p["window_us"] or None, windows_per_call=p["windows_per_call"],
+                                          engine=p["engine"], reset_jump=p["reset_jump"])
+        setup_torch(self.runner, p["threads"], p["device"])
+        self.window_us = self.runner.window_us
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
             f"SNN '{p['preset']}' ({p['weights']}), window {self.window_us} us x{p['windows_per_call']} per call, "
