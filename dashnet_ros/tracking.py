@@ -208,8 +208,11 @@ class SNNRunner:
                 (self.engine or self.model).reset_state()
                 self.resets += 1
         self._last_region = region
-        x = bin_events(ev, t0, t_end, k * self.steps, region, self.preset.in_hw)
-        norms = self._network(x.reshape((k, self.steps) + x.shape[1:]))
+        if self.engine is not None:
+            norms = self.engine.step_events(ev, t0, t_end, k, self.steps, region)
+        else:
+            x = bin_events(ev, t0, t_end, k * self.steps, region, self.preset.in_hw)
+            norms = self._network(x.reshape((k, self.steps) + x.shape[1:]))
         boxes = region_norm_to_box(norms, region)
         out = []
         prev = self.reference   # the K windows share one region: window i moved from box i-1

@@ -124,13 +124,15 @@ def test_set_threads_sets_torch_and_pins_numpys_blas_to_one_thread(monkeypatch):
 
     from dashnet_ros import threads
 
+    import cv2
+
     threads.set_threads(2)
-    assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 2 and cv2.getNumThreads() == 2
     blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
     assert blas and all(p["num_threads"] == 1 for p in blas)
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)     # not installed (a ROS 2 machine)
     threads.set_threads(1)
-    assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
 
 
 def test_bin_events_kernel_counts_exactly_as_the_numpy_path(monkeypatch):
@@ -163,3 +165,40 @@ def test_engine_kernels_fall_back_to_dense_without_numba_and_refuse_unknown_name
         SNNEngine.from_model(model, kernels="sparse")
     with pytest.raises(ValueError, match="kernels"):
         SNNEngine.from_model(model, kernels="gpu")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("arch,hw,t,k", ARCHS)
+def test_whole_network_call_equals_the_per_layer_path_bit_for_bit(arch, hw, t, k, dtype):
+    """step_events: binning + every stage + readout in one compiled call where the network
+    allows it (scatter stages, linear readout), the same numbers as binning then step()."""
+    from dashnet_ros.models.snn import bin_events
+
+    torch.manual_seed(2)
+    model = SpikingTracker(arch=arch, in_hw=hw, steps_per_window=t, dt_s=2e-4).eval()
+    if dtype == np.float64:
+        model = model.double()
+    whole, layers = SNNEngine.from_model(model, dtype), SNNEngine.from_model(model, dtype)
+    assert (whole._whole is not None) == ("MP" not in arch)      # pooling: the per-layer path
+    rng = np.random.default_rng(4)
+    n = 60_000                  # most inside the region, some outside
+    ev = make_events(rng.integers(50, 140, n), rng.integers(20, 100, n), np.sort(rng.integers(0, 40_000, n)),
+                     rng.choice([-1, 1], n))
+    region = (60.4, 30.2, 70.0, 64.5)
+    span = 480 * k
+    fired = 0
+    for i, t0 in enumerate(range(0, 40_000 - span, span)):
+        if i == 5:
+            whole.reset_state(), layers.reset_state()                      # a state reset mid-stream
+        sel = ev[(ev["t_us"] >= t0) & (ev["t_us"] < t0 + span)] if i % 9 else ev[:0]      # and empty windows
+        a = whole.step_events(sel, t0, t0 + span, k, t, region)
+        x = bin_events(sel, t0, t0 + span, k * t, region, hw)
+        b = layers.step(x.reshape((k, t) + x.shape[1:]))
+        assert a.dtype == b.dtype == dtype and a.shape == b.shape == (k, 4)
+        np.testing.assert_array_equal(a, b)
+        for u, v in zip(whole.state, layers.state):
+            np.testing.assert_array_equal(u, v)
+        fired += int(np.isfinite(a[:, 0]).sum())
+    assert fired > 10
+    with pytest.raises(ValueError, match="empty window"):
+        whole.step_events(ev, 100, 100, k, t, region)

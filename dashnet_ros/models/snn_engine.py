@@ -26,7 +26,11 @@ Two sets of kernels (``kernels=``): ``"sparse"`` (default where numba is install
 :mod:`dashnet_ros.models.snn_kernels`) scatters each non-zero input's weights, so the
 work follows the spikes (channels-last inside; the state is reported channels-first like
 torch's); ``"dense"`` is the numpy im2col path above.  Both compute the same function
-(summation order differs: equal to rounding).
+(summation order differs: equal to rounding).  With the sparse kernels, a network whose
+stages are single conv/linear layers and whose readout is linear (the fast preset) runs
+a whole network call, event binning included, as one compiled function
+(:meth:`SNNEngine.step_events`, :func:`snn_kernels.network_window`): the per-layer
+Python calls cost more than the arithmetic of a sparse window.
 """
 from __future__ import annotations
 
@@ -242,6 +246,30 @@ class SNNEngine:
         self.kernels = kernels
         self._lif_kernel = _kernels().lif_steps if kernels == "sparse" else None
         self._state: Optional[List[np.ndarray]] = None
+        self._whole = self._whole_network() if kernels == "sparse" else None
+        self._whole_state = None
+
+    def _whole_network(self):
+        """The arguments of :func:`snn_kernels.network_window` (one compiled call per
+        network call) where every stage is one scatter layer and the readout is linear;
+        None otherwise (pooling: the per-layer path)."""
+        if (not all(len(ops) == 1 and isinstance(ops[0], _Scatter) and ops[0].bias is None for ops, _ in self.stages)
+                or not all(isinstance(op, _Scatter) and op.out_qc[0] == 1 for op in self.readout)
+                or self.in_shape[0] != 2):
+            return None
+        from numba.typed import List
+
+        stages = [ops[0] for ops, _ in self.stages]
+        return dict(
+            in_pc=np.array([op.in_pc for op in stages], np.int64),
+            weights=List([op.weight for op in stages]),
+            starts=List([op.tables[0] for op in stages]),
+            out_pos=List([op.tables[1] for op in stages]),
+            taps=List([op.tables[2] for op in stages]),
+            ro_weights=List([op.weight for op in self.readout]),
+            ro_biases=List([op.bias if op.bias is not None else np.zeros(op.out_qc[1], self.dtype)
+                            for op in self.readout]),
+            n_out=self.readout[-1].out_qc[1])
 
     @classmethod
     def from_model(cls, model, dtype=np.float32, kernels: str = "auto") -> "SNNEngine":
@@ -266,6 +294,38 @@ class SNNEngine:
 
     def reset_state(self) -> None:
         self._state = None
+        self._whole_state = None
+
+    def step_events(self, events: np.ndarray, t0_us: int, t1_us: int, k: int, steps: int, region) -> np.ndarray:
+        """:meth:`step` on the events of ``[t0_us, t1_us)`` binned into ``k`` windows of
+        ``steps`` LIF steps over ``region`` (:func:`~dashnet_ros.models.snn.bin_events`);
+        with the sparse kernels and a network of scatter stages, binning, every stage and
+        the readout run in one compiled call (the same arithmetic as the per-layer path)."""
+        from .snn import bin_events
+
+        hw = self.in_shape[1:]
+        if self._whole is None:
+            x = bin_events(events, t0_us, t1_us, k * steps, region, hw)
+            return self.step(x.reshape((k, steps) + x.shape[1:]))
+        if self._state is None:
+            self._state = self._at_rest()
+        if self._whole_state is None:
+            from numba.typed import List
+
+            self._whole_state = List([u.reshape(ops[0].out_qc) for u, (ops, _) in zip(self._state, self.stages)])
+        if t1_us <= t0_us:
+            raise ValueError(f"SNN engine: empty window [{t0_us}, {t1_us}) us")
+        r = np.asarray(region, dtype=np.float64).reshape(4)
+        h, w = int(hw[0]), int(hw[1])
+        wh = self._whole
+        out = np.empty((k, wh["n_out"]), self.dtype)
+        _kernels().network_window(
+            events["t_us"], events["x"], events["y"], events["p"], int(t0_us), int(t1_us), int(k), int(steps),
+            np.float32(0.5 - r[0]), np.float32(w / r[2]), np.float32(0.5 - r[1]), np.float32(h / r[3]), h, w,
+            wh["in_pc"], wh["weights"], wh["starts"], wh["out_pos"], wh["taps"], self._whole_state,
+            self.decay, self.v_th, self.u_rest, self.count_scale, wh["ro_weights"], wh["ro_biases"],
+            self.nan_when_silent, out)
+        return out
 
     def _at_rest(self) -> List[np.ndarray]:
         return [np.full(shape, self.u_rest, self.dtype) for _, shape in self.stages]

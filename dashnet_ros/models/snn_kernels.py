@@ -106,12 +106,13 @@ def lif_steps(u, y, decay, v_th, u_rest, spikes):
                 u[m] = v
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")      # no fastmath: the float32 rounding is numpy's
-def bin_counts(t_us, x, y, p, t0_us, t1_us, steps, x_off, sx, y_off, sy, h, w, out):
-    """Event counts into ``out [steps * 2 * h * w]`` (zeroed by the caller), as
-    :func:`dashnet_ros.models.snn.bin_events` computes them: column
-    ``floor((x + x_off) * sx)`` and row likewise in float32, channel 0 ON / 1 OFF, step
-    ``(t - t0) * steps // (t1 - t0)``; events outside the grid or ``[t0, t1)`` are skipped."""
+_exact = numba.njit(cache=True, nogil=True, error_model="numpy")   # no fastmath: the float32 rounding is numpy's
+
+
+@_exact
+def _bin(t_us, x, y, p, t0_us, t1_us, steps, x_off, sx, y_off, sy, h, w, out, s_step, s_ch, s_row, s_col):
+    """:func:`bin_counts` into the flat ``out`` with the cell of (step ``k``, channel, row,
+    column) at ``k * s_step + ch * s_ch + row * s_row + col * s_col`` (any layout)."""
     span = t1_us - t0_us
     for i in range(t_us.shape[0]):
         t = t_us[i]
@@ -123,7 +124,64 @@ def bin_counts(t_us, x, y, p, t0_us, t1_us, steps, x_off, sx, y_off, sy, h, w, o
             continue
         ch = 1 if p[i] <= 0 else 0
         k = ((t - t0_us) * steps) // span
-        out[((k * 2 + ch) * h + row) * w + col] += 1
+        out[k * s_step + ch * s_ch + row * s_row + col * s_col] += 1
+
+
+@_exact
+def bin_counts(t_us, x, y, p, t0_us, t1_us, steps, x_off, sx, y_off, sy, h, w, out):
+    """Event counts into ``out [steps * 2 * h * w]`` (zeroed by the caller), as
+    :func:`dashnet_ros.models.snn.bin_events` computes them: column
+    ``floor((x + x_off) * sx)`` and row likewise in float32, channel 0 ON / 1 OFF, step
+    ``(t - t0) * steps // (t1 - t0)``; events outside the grid or ``[t0, t1)`` are skipped."""
+    _bin(t_us, x, y, p, t0_us, t1_us, steps, x_off, sx, y_off, sy, h, w, out, 2 * h * w, h * w, w, 1)
+
+
+@_jit
+def network_window(t_us, x, y, p, t0_us, t1_us, k, t, x_off, sx, y_off, sy, h, w,
+                   in_pc, weights, starts, out_pos, taps, states, decay, v_th, u_rest,
+                   count_scale, ro_weights, ro_biases, nan_when_silent, out):
+    """The whole streaming SNN over ``k`` windows of ``t`` LIF steps in one call, for a
+    network of spiking scatter stages (conv or linear) and a linear readout: the events
+    binned channels-last (``[k * t, h * w, 2]``, cells as :func:`bin_counts`), each stage
+    as :func:`scatter_lif` on its input seen as ``[k * t, P, C] = in_pc[i]`` (``weights[i]
+    [T, C, Co]``, its CSR tables, ``states[i] [Q, Co]`` in place), spike counts of the last stage per window times ``count_scale`` (eq. 4's
+    readout input), then each readout layer ``y = b + y @ W`` (``ro_weights[j] [n_in, 1,
+    n_out]``).  ``out [k, n_out]``: the boxes; NaN rows for windows whose last stage did not
+    fire when ``nan_when_silent``.  Same arithmetic, in the same order, as the per-layer
+    calls of :class:`~dashnet_ros.models.snn_engine.SNNEngine`."""
+    n = k * t
+    dt = states[0].dtype
+    s = np.zeros((n, h * w, 2), dt)
+    _bin(t_us, x, y, p, t0_us, t1_us, n, x_off, sx, y_off, sy, h, w, s.reshape(-1), 2 * h * w, 1, 2 * w, 2)
+    for i in range(len(weights)):
+        u = states[i]
+        spikes = np.empty((n, u.shape[0], u.shape[1]), dt)
+        scatter_lif(s.reshape(n, in_pc[i, 0], in_pc[i, 1]), weights[i], starts[i], out_pos[i], taps[i], u, decay, v_th, u_rest, spikes)
+        s = spikes
+    m = s.shape[1] * s.shape[2]
+    flat = s.reshape(n, m)
+    for kk in range(k):
+        counts = np.zeros(m, dt)
+        for tt in range(t):
+            counts += flat[kk * t + tt]
+        silent = True
+        for j in range(m):
+            if counts[j] != 0:
+                silent = False
+                break
+        y_in = counts * count_scale
+        for r in range(len(ro_weights)):
+            wr = ro_weights[r]
+            acc = ro_biases[r].copy()
+            for i in range(wr.shape[0]):
+                v = y_in[i]
+                if v == 0:
+                    continue
+                for o in range(wr.shape[2]):
+                    acc[o] += v * wr[i, 0, o]
+            y_in = acc
+        for o in range(y_in.shape[0]):
+            out[kk, o] = np.nan if (silent and nan_when_silent) else y_in[o]
 
 
 def warm_up(dtype) -> None:
