@@ -248,6 +248,11 @@ class SNNEngine:
         self._state: Optional[List[np.ndarray]] = None
         self._whole = self._whole_network() if kernels == "sparse" else None
         self._whole_state = None
+        if self._whole is not None:      # compile (or load from numba's cache) now, not at the first window
+            from ..events import empty_events
+
+            self.step_events(empty_events(), 0, 1, 1, 1, (0.0, 0.0, 1.0, 1.0))
+            self.reset_state()
 
     def _whole_network(self):
         """The arguments of :func:`snn_kernels.network_window` (one compiled call per
