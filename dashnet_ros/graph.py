@@ -82,7 +82,7 @@ LAUNCH_ARGS = (
     LaunchArg("device", "cpu", "torch device of the tracker nodes: cpu, cuda, cuda:N"),
     LaunchArg("packet_us", "1000", "simulator: event packet period in microseconds (2000 halves the messages "
                                    "per second; see README, graph speed)"),
-    LaunchArg("snn_fused_input", "array", "snn_tracker: re-centre on every fused box ('array', /dashnet/fused_boxes) "
+    LaunchArg("snn_fused_input", "single", "snn_tracker: re-centre on every fused box ('array', /dashnet/fused_boxes) "
                                           "or on the rate-limited single fused box ('single', /dashnet/fused_box)"),
     LaunchArg("fused_box_period_ms", "5.0", "fuser: at most one /dashnet/fused_box per this much sensor time"),
     LaunchArg("record", "false", "record the graph's topics into a rosbag2 (MCAP) bag (the bag_recorder node)"),

@@ -133,13 +133,19 @@ def test_closed_loop_flows_at_sensor_rates(running_graph):
     inside = t_fused[(t_fused >= t_snn[0]) & (t_fused <= t_snn[-1])]
     assert len(inside) > 100 and set(inside) <= set(t_snn)
     assert all(m.source == TrackedBox.SOURCE_FUSED for m in got["fused"])
-    # the single-box topic (attention feedback, steering): the newest fused box, at most every 5 ms
+    # ANN: one box per APS frame, 30 Hz of sensor time
+    t_ann = np.array([us(m) for m in got["ann"]])
+    # the single-box topic (attention feedback, steering, the SNN's search region): the newest
+    # fused box at most every 5 ms, and at once after each ANN box arrives (near its frame's
+    # time: a few ms after, or before it where the SNN runs behind the ANN)
     t_single = np.array([us(m) for m in got["fused_single"]])
     t_single = t_single[(t_single >= t_fused[0]) & (t_single <= t_fused[-1])]
     assert len(t_single) > 10 and set(t_single) <= set(t_fused)
-    assert np.all(np.diff(t_single) >= 5000) and np.all(np.diff(t_single) < 5000 + 3 * 1000)
-    # ANN: one box per APS frame, 30 Hz of sensor time
-    t_ann = np.array([us(m) for m in got["ann"]])
+    gaps = np.diff(t_single)
+    assert np.all(gaps < 5000 + 3 * 1000)
+    early = t_single[1:][gaps < 5000]
+    assert len(early) <= len(t_ann)
+    assert all(np.any(np.abs(t_ann - t) < 15_000) for t in early), (early, t_ann)
     d = np.diff(t_ann)
     assert np.all(np.abs(d / APS_US - np.round(d / APS_US)) * APS_US <= 1), d      # whole APS intervals
     assert np.median(d) == pytest.approx(APS_US, abs=1)

@@ -398,7 +398,8 @@ def test_snn_tracker_node_gives_exactly_the_core_runners_boxes(h, weights):
 def test_snn_follows_the_newest_usable_box_of_fused_arrays(h, weights):
     from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
 
-    node = h.add(SNNTrackerNode, weights=weights["snn"], init_box=[100.0, 70.0, 40.0, 40.0])
+    node = h.add(SNNTrackerNode, weights=weights["snn"], init_box=[100.0, 70.0, 40.0, 40.0],
+                 fused_input="array")
     refs = []
     step = node.runner.step
     node.runner.step = lambda k=1: (refs.append(node.runner.reference.copy()), step(k))[1]
@@ -595,6 +596,37 @@ def test_fuser_fuses_arrays_box_by_box_and_rate_limits_the_single_box(h):
     snn.publish(pack([box_msg(5280, S, TrackedBox.SOURCE_SNN, malformed=True)]))
     assert h.spin(3, until=lambda: len(arrays) == 5)
     assert node.warn.counts["bad_snn"] == 2 and unpack(arrays[-1])[0].x == pytest.approx(100.0)
+
+
+def test_fuser_sends_the_first_fused_box_after_an_ann_box_at_once(h):
+    """'latest' is rate-limited, but the correction an ANN box brings goes out with the next
+    SNN message (the SNN's search region and the ANN's attention follow it without waiting)."""
+    from dashnet_ros.nodes.fuser import FuserNode
+
+    node = h.add(FuserNode, single_period_ms=100.0)
+    snn = h.pub(TrackedBoxArray, "/fuser/snn_boxes", 100)
+    ann = h.pub(TrackedBox, "/fuser/ann_box", 100)
+    arrays = h.sub(TrackedBoxArray, "/fuser/fused_boxes")
+    single = h.sub(TrackedBox, "/fuser/fused_box")
+    h.connect(snn, ann)
+    A, S = [100.0, 100.0, 20.0, 20.0], [110.0, 100.0, 20.0, 20.0]
+
+    def snn_array(*ts):
+        snn.publish(pack([box_msg(t, S, TrackedBox.SOURCE_SNN) for t in ts]))
+        n = len(arrays) + 1
+        assert h.spin(3, until=lambda: len(arrays) == n)
+
+    ann.publish(box_msg(0, A, TrackedBox.SOURCE_ANN))
+    assert h.spin(3, until=lambda: node.last_ann_t == 0)
+    snn_array(480, 960)
+    snn_array(1440, 1920)                                   # within 100 ms, no new ANN box: no single box
+    ann.publish(box_msg(2000, [90.0, 100.0, 20.0, 20.0], TrackedBox.SOURCE_ANN))
+    assert h.spin(3, until=lambda: node.last_ann_t == 2000)
+    snn_array(2400, 2880)                                   # the first after the ANN box: at once
+    snn_array(3360)
+    h.spin(0.2)
+    assert [us(m) for m in single] == [960, 2880]
+    assert single[-1].x < 105.0                             # it carries the new ANN box's pull
 
 
 def test_fuser_moves_the_ann_box_by_the_snn_velocity(h):

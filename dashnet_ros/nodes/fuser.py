@@ -10,10 +10,13 @@ Topics (node-private names, remapped by the graph):
                                              only).  Published while someone subscribes.
   ~/fused_box   dashnet_ros/TrackedBox       out (/dashnet/fused_box): single_output 'latest': the
                                              newest fused box, at most once per single_period_ms of
-                                             sensor time (0: of every SNN message); 'all': every fused
-                                             box (a message per window); 'none'.  The ANN's attention
-                                             feedback (eq. 10) and the steering's input; the SNN's
-                                             search region follows the arrays.
+                                             sensor time (0: of every SNN message), and at once with
+                                             the first fused boxes after each new ANN box (the
+                                             correction the SNN's search region should follow
+                                             without waiting); 'all': every fused box (a message per
+                                             window); 'none'.  The ANN's attention feedback (eq. 10),
+                                             the steering's input and (snn_tracker fused_input
+                                             'single', the default) the SNN's search region.
   /diagnostics  diagnostic_msgs/DiagnosticArray  status "dashnet fuser: ANN input": OK while
                                              fusing, WARN while SNN-only; on every change and
                                              every ``diagnostics_period_s``
@@ -53,7 +56,7 @@ PARAMS = (
                                      "every fused box ('all', a message per window) or nothing ('none')",
           one_of("latest", "all", "none")),
     Param("single_period_ms", 5.0, "'latest': at most one ~/fused_box per this much sensor time (0 = the newest "
-                                   "of every SNN message)", non_negative),
+                                   "of every SNN message), and one at once after each new ANN box", non_negative),
 )
 
 DIAG_NAME = "dashnet fuser: ANN input"
@@ -77,6 +80,7 @@ class FuserNode(Node):
         self.n_out = 0
         self.single_period_us = int(round(p["single_period_ms"] * 1000))
         self.last_single_t = None    # stamp of the latest ~/fused_box ('latest')
+        self.ann_fresh = False       # an ANN box arrived since the latest ~/fused_box
         self.pub = self.create_publisher(TrackedBox, "~/fused_box", BOX_QOS_DEPTH)
         self.pub_boxes = self.create_publisher(TrackedBoxArray, "~/fused_boxes", BOX_QOS_DEPTH)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -102,6 +106,7 @@ class FuserNode(Node):
             self.tcf.reset()
         self.last_ann_t = t_us
         self.tcf.add_ann(t_us, box)
+        self.ann_fresh = True
         fresh = self.last_snn_t is None or self.last_snn_t - t_us <= self.timeout_us
         if self.snn_only and fresh:
             self.snn_only = False
@@ -131,10 +136,11 @@ class FuserNode(Node):
         elif mode == "latest":
             t = t_us[-1]
             last = self.last_single_t
-            if last is None or t < last or t - last >= self.single_period_us:
+            if last is None or t < last or t - last >= self.single_period_us or self.ann_fresh:
                 self.pub.publish(box_msgs(t_us[-1:], boxes[-1:], TrackedBox.SOURCE_FUSED, frame_id, scores[-1:],
                                           vel[-1:])[0])
                 self.last_single_t = t
+                self.ann_fresh = False
         self.n_out += len(fused)
 
     def _fuse(self, t_us: int, box, vel):

@@ -2,10 +2,14 @@
 
 Topics (node-private names, remapped by the graph):
   ~/events        dashnet_ros/EventPacket  in, sensor-data QoS (/davis/events)
-  ~/fused_boxes   dashnet_ros/TrackedBoxArray  in (/dashnet/fused_boxes, fused_input 'array'): the
-                                           fuser's output; the newest valid box of each array re-centres
-                                           the search region (SNN-hybrid) unless follow_fused is false
-  ~/fused_box     dashnet_ros/TrackedBox   in instead, with fused_input 'single' (/dashnet/fused_box)
+  ~/fused_box     dashnet_ros/TrackedBox   in (/dashnet/fused_box, fused_input 'single', the default):
+                                           the fuser's rate-limited newest fused box (and the first after
+                                           each ANN box); each new valid one re-centres the search region
+                                           (SNN-hybrid) unless follow_fused is false
+  ~/fused_boxes   dashnet_ros/TrackedBoxArray  in instead, with fused_input 'array' (/dashnet/fused_boxes):
+                                           the newest valid box of each array (every fused box; one more
+                                           message per event packet for this node, which cost the graph
+                                           about 0.2 CPU cores at 1 kHz)
   ~/ground_truth  dashnet_ros/TrackedBox   in, only until the first valid box (the initial box when
                                            init_box is all zeros); never read after that
   ~/boxes         dashnet_ros/TrackedBoxArray  out (/dashnet/snn_boxes): the SNN boxes (source SNN,
@@ -184,8 +188,9 @@ PARAMS = torch_params("snn") + (
                                              "the first valid box on ~/ground_truth", check_box_param),
     Param("follow_fused", True, "re-centre the search region on each new fused box (SNN-hybrid); false = "
                                 "on the SNN's own output (SNN-origin)"),
-    Param("fused_input", "array", "fused boxes from ~/fused_boxes (TrackedBoxArray, 'array': every one) or "
-                                  "~/fused_box (TrackedBox, 'single')", one_of("array", "single")),
+    Param("fused_input", "single", "fused boxes from ~/fused_box (TrackedBox, 'single': the fuser's rate-limited "
+                                   "newest box) or ~/fused_boxes (TrackedBoxArray, 'array': every one)",
+          one_of("array", "single")),
     Param("reset_jump", 0.15, "reset the SNN's state when its search region jumps by more than this fraction "
                               "of the region's side (0 = never)", non_negative),
     Param("fused_max_age_ms", 20.0, "ignore fused boxes older than this (sensor time) at the window start", positive),
