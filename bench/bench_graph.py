@@ -12,7 +12,7 @@ separate processes over Fast DDS on loopback, in a ROS domain of its own).
 
 * ``--sensor replay`` (default): a DAVIS clip is simulated once beforehand (``--source``,
   ``--interp-factor``; cached under ``out/bench/``) and a player process publishes it on
-  ``/davis/events`` (1 ms packets), ``/davis/image_raw`` (30 Hz), ``/davis/camera_info``
+  ``/davis/events`` (``--packet-us``, default 2 ms as the graph), ``/davis/image_raw`` (30 Hz), ``/davis/camera_info``
   and ``/davis/ground_truth`` as the simulator node does, paced at each realtime factor
   in turn (``--factors``), the clip looping with sensor time running on.  This is what a
   camera driver or a bag gives the graph; the simulation itself (about 1 CPU-second per
@@ -86,7 +86,7 @@ import numpy as np  # noqa: E402
 from _machine import machine  # noqa: E402
 
 W, H = 240, 180
-PACKET_US = 1000
+PACKET_US = 2000      # the graph's default packet_us
 APS_RATE_HZ = 30.0
 TARGET_RATE_HZ = 1000.0
 TARGET_P99_MS = 5.0
@@ -193,7 +193,7 @@ def weights(out_dir: Path) -> dict:
     return dict(paths, kind="untrained")
 
 
-def make_clip(path: Path, source: str, seconds: float, interp_factor: int, seed: int, packet_us: int = 1000) -> dict:
+def make_clip(path: Path, source: str, seconds: float, interp_factor: int, seed: int, packet_us: int = PACKET_US) -> dict:
     """Simulate the DAVIS clip once (cached): events per packet, APS frames, ground truth."""
     if path.is_file():
         return dict(np.load(path, allow_pickle=False))
@@ -766,7 +766,7 @@ def main(argv=None) -> int:
         info["params"] = a.param
     w = weights(log_dir / "graph_weights")
     info["weights"] = w["kind"]
-    packet = "" if a.packet_us == PACKET_US else f"_p{a.packet_us}"
+    packet = f"_p{a.packet_us}"
     clip_path = log_dir / f"graph_clip_{a.source.replace(':', '_')}_{a.clip_s:g}s_x{a.interp_factor}_{a.seed}{packet}.npz"
     clip = make_clip(clip_path, a.source, a.clip_s, a.interp_factor, a.seed, a.packet_us)
     n_packets = int(np.sum(clip["order"][:, 0] == 0))

@@ -80,11 +80,11 @@ LAUNCH_ARGS = (
     LaunchArg("snn_windows_per_call", "1", "SNN windows per network call (those an event packet completes "
                                            "run together up to this many)"),
     LaunchArg("device", "cpu", "torch device of the tracker nodes: cpu, cuda, cuda:N"),
-    LaunchArg("packet_us", "1000", "simulator: event packet period in microseconds (2000 halves the messages "
-                                   "per second; see README, graph speed)"),
+    LaunchArg("packet_us", "2000", "simulator: event packet period in microseconds (2000: half the messages "
+                                   "per second of 1000, and up to 2 ms of buffering; see README, graph speed)"),
     LaunchArg("snn_fused_input", "single", "snn_tracker: re-centre on every fused box ('array', /dashnet/fused_boxes) "
                                           "or on the rate-limited single fused box ('single', /dashnet/fused_box)"),
-    LaunchArg("fused_box_period_ms", "5.0", "fuser: at most one /dashnet/fused_box per this much sensor time"),
+    LaunchArg("fused_box_period_ms", "10.0", "fuser: at most one /dashnet/fused_box per this much sensor time"),
     LaunchArg("record", "false", "record the graph's topics into a rosbag2 (MCAP) bag (the bag_recorder node)"),
     LaunchArg("bag_path", "", "record: bag directory to create ('' = out/bags/tracking_<date>_<time>)"),
 )

@@ -1,7 +1,7 @@
 """``davis_simulator`` node: a frame source -> DAVIS stream (APS images + DVS event packets).
 
 Topics (node-private names, remapped by the graph):
-  ~/events       dashnet_ros/EventPacket   one packet per ``packet_us`` (default 1 ms), sensor-data QoS
+  ~/events       dashnet_ros/EventPacket   one packet per ``packet_us`` (default 2 ms), sensor-data QoS
   ~/image_raw    sensor_msgs/Image         mono8 APS frames at ``aps_rate_hz``, sensor-data QoS
   ~/camera_info  sensor_msgs/CameraInfo    with every APS frame
   ~/ground_truth dashnet_ros/TrackedBox    the source's ground truth at each APS frame (if any)
@@ -42,7 +42,7 @@ PARAMS = (
     Param("leak_rate_hz", 0.1, "'pixel' model: leak events per pixel per second", non_negative),
     Param("shot_noise_rate_hz", 0.0, "'pixel' model: shot-noise events per pixel per second", non_negative),
     Param("aps_rate_hz", 30.0, "APS frame rate", positive),
-    Param("packet_us", 1000, "duration of one event packet in microseconds", positive),
+    Param("packet_us", 2000, "duration of one event packet in microseconds", positive),
     Param("realtime_factor", 1.0, "sensor time per wall time; 0 = as fast as possible", non_negative),
     Param("duration_s", 0.0, "stop after this much sensor time (0 = until the source ends)", non_negative),
     Param("loop", False, "restart the source when it ends"),

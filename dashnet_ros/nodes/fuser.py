@@ -55,7 +55,7 @@ PARAMS = (
     Param("single_output", "latest", "~/fused_box: the newest fused box ('latest', see single_period_ms), "
                                      "every fused box ('all', a message per window) or nothing ('none')",
           one_of("latest", "all", "none")),
-    Param("single_period_ms", 5.0, "'latest': at most one ~/fused_box per this much sensor time (0 = the newest "
+    Param("single_period_ms", 10.0, "'latest': at most one ~/fused_box per this much sensor time (0 = the newest "
                                    "of every SNN message), and one at once after each new ANN box", non_negative),
 )
 
