@@ -38,7 +38,7 @@ from .events import concat_events, empty_events
 from .fusion.tcf import TCF
 from .models.ann import PRESETS as ANN_PRESETS
 from .models.ann import ANNPreset, frame_input, unit_float
-from .models.arch import full_region, region_norm_to_box, search_region
+from .models.arch import SEARCH_MIN_SIDE_PX, full_region, region_norm_to_box, search_region
 from .models.checkpoint import load_checkpoint
 from .models.snn import PRESETS as SNN_PRESETS
 from .models.snn import SNNPreset
@@ -134,8 +134,12 @@ class SNNRunner:
         if windows_per_call < 1:
             raise ValueError(f"windows_per_call must be >= 1, got {windows_per_call}")
         self.steps = self.preset.steps_per_window
-        # K > 1: K consecutive windows share one search region and one network call
-        # (throughput up, latency up by up to K-1 windows); the outputs are still per window.
+        # K > 1: up to K consecutive windows run in one call (throughput up, latency up by up
+        # to K-1 windows where they must wait for each other); the outputs are still per
+        # window.  With the compiled window loop (SNNEngine.track_windows: the fast preset
+        # where numba is installed) each window is still centred on its predecessor's box, as
+        # with K = 1 (bit-equal); only a new ``reference`` (the fused box) waits for the next
+        # call.  Otherwise the K windows share one search region.
         self.windows_per_call = int(windows_per_call)
         self._ev = empty_events()      # buffered events; those before self._i are consumed
         self._i = 0
@@ -198,6 +202,8 @@ class SNNRunner:
         t_end = t0 + k * self.window_us
         j = self._i + int(np.searchsorted(self._ev["t_us"][self._i:], t_end, side="left"))
         ev, self._i = self._ev[self._i:j], j
+        if self.engine is not None and self.engine.tracks_windows and self.preset.view == "search":
+            return self._track(ev, t0, k)
         region = self._region()
         if self.reset_jump and self._last_region is not None and self.preset.view == "search":
             # the membrane maps live in search-window coordinates: after a jump of the
@@ -215,7 +221,7 @@ class SNNRunner:
             norms = self._network(x.reshape((k, self.steps) + x.shape[1:]))
         boxes = region_norm_to_box(norms, region)
         out = []
-        prev = self.reference   # the K windows share one region: window i moved from box i-1
+        prev = self.reference   # here the K windows share one region: window i moved from box i-1
         for i in range(k):
             box = boxes[i]
             sane = sane_box(box, self.width, self.height)
@@ -227,6 +233,23 @@ class SNNRunner:
             out.append(TrackOutput(t0 + (i + 1) * self.window_us, "snn", box, motion))
         self._t_next = t_end
         return out
+
+    def _track(self, ev: np.ndarray, t0: int, k: int) -> List[TrackOutput]:
+        """:meth:`step` in one compiled call (:meth:`SNNEngine.track_windows`): each of the
+        ``k`` windows on the region its predecessor's box gives, as ``k`` calls of one
+        window would run them (bit-equal), at the cost of one call."""
+        ref = np.array(self.reference, np.float32)
+        last = np.full(4, np.nan, np.float32) if self._last_region is None else np.array(self._last_region, np.float32)
+        boxes, motion, resets = self.engine.track_windows(
+            ev, t0, self.window_us, k, self.steps, ref, last, scale=self.preset.search_scale, min_side_px=SEARCH_MIN_SIDE_PX,
+            width=self.width, height=self.height, reset_jump=self.reset_jump)
+        self.resets += resets
+        self._last_region, self.reference = last, ref
+        self._t_next = t0 + k * self.window_us
+        ok = np.isfinite(boxes[:, 0]).tolist()
+        mv = motion.tolist()
+        return [TrackOutput(t0 + (i + 1) * self.window_us, "snn", boxes[i], tuple(mv[i]) if ok[i] else (0.0, 0.0))
+                for i in range(k)]
 
     def push_events(self, events: np.ndarray, t_end_us: int) -> List[TrackOutput]:
         """Buffer ``events`` (all before ``t_end_us``) and run every window ending by ``t_end_us``

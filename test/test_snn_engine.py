@@ -202,3 +202,44 @@ def test_whole_network_call_equals_the_per_layer_path_bit_for_bit(arch, hw, t, k
     assert fired > 10
     with pytest.raises(ValueError, match="empty window"):
         whole.step_events(ev, 100, 100, k, t, region)
+
+
+def _python_path(runner):
+    """The runner's per-window Python path (region, binning + network, box, motion), as
+    before the compiled window loop."""
+    runner.engine.__class__ = type("PerWindow", (SNNEngine,), {"tracks_windows": property(lambda self: False)})
+    return runner
+
+
+def test_compiled_window_loop_equals_the_python_steps_bit_for_bit():
+    """SNNRunner.step through SNNEngine.track_windows: every window on the region its
+    predecessor's box gives, state resets after region jumps, NaN boxes when silent -- the
+    same boxes and motions as the per-window Python path, for one or several windows per call."""
+    model = load_checkpoint(default_weights("snn", "fast"), kind="snn")[0]
+    ev = _stream(seed=3, n=60_000, t1_us=24_000)
+
+    def run(k, python, jumps):
+        r = SNNRunner(model, "fast", 240, 180, windows_per_call=k)
+        if python:
+            _python_path(r)
+        assert r.engine.tracks_windows is (not python)
+        r.init((50, 40, 20, 20), 0)
+        out = []
+        for i, t in enumerate(range(0, 24_000, 960)):               # 2 windows per packet
+            if jumps and i % 5 == 4:
+                r.reference = r.reference + np.float32(12.0)         # a fused box far off: the state resets
+            sel = ev[(ev["t_us"] >= t) & (ev["t_us"] < t + 960)]
+            out += r.push_events(sel if i % 7 else sel[:0], t + 960)   # and silent packets
+        return out, r.resets
+
+    for jumps, ks in ((True, (1, 2)), (False, (1, 3, 4))):
+        ref, ref_resets = run(1, True, jumps)
+        boxes = np.array([o.box for o in ref])
+        assert np.isnan(boxes[:, 0]).any() and np.isfinite(boxes[:, 0]).mean() > 0.5
+        assert (ref_resets > 0) == jumps
+        for k in ks:
+            got, resets = run(k, False, jumps)
+            assert [o.t_us for o in got] == [o.t_us for o in ref]
+            np.testing.assert_array_equal(np.array([o.box for o in got]), boxes)
+            assert [o.motion_px for o in got] == [o.motion_px for o in ref]
+            assert resets == ref_resets

@@ -202,7 +202,10 @@ def full_region(frame_hw: Sequence[int]) -> np.ndarray:
     return np.array([0.0, 0.0, float(frame_hw[1]), float(frame_hw[0])], dtype=np.float32)
 
 
-def search_region(box_xywh, scale: float, min_side_px: float = 16.0) -> np.ndarray:
+SEARCH_MIN_SIDE_PX = 16.0     # the smallest search window side
+
+
+def search_region(box_xywh, scale: float, min_side_px: float = SEARCH_MIN_SIDE_PX) -> np.ndarray:
     """Square search window ``(x0, y0, side, side)`` centred on ``box_xywh``.
 
     ``side = max(scale * max(w, h), min_side_px)``.  The window is not clipped to the frame:

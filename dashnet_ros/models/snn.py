@@ -22,8 +22,9 @@ Two presets (:data:`PRESETS`): ``"paper"`` is the §4 string on the whole 240x18
 frame; ``"fast"`` is a small network on a 32x32 search window around the last box, sized
 for CPUs (2083 windows/s is the paper's rate).  For streaming on a CPU the tracker runs
 this network in :mod:`.snn_engine` (the same function without torch's per-operator
-overhead, event-driven numba kernels where numba is installed: ~210 µs per fast window
-including binning and the TCF against ~720 µs in torch on the 2-core development machine); :meth:`SpikingTracker.scripted` is the TorchScript form (export, GPUs).  Several
+overhead, event-driven numba kernels where numba is installed, the windows of a call and their
+search regions in one compiled loop: ~110 µs per fast window including binning and the
+TCF against ~640 µs in torch on the 2-core development machine); :meth:`SpikingTracker.scripted` is the TorchScript form (export, GPUs).  Several
 windows per call (:meth:`SpikingTracker.forward_windows`, ``step_window`` with ``[B, K, T,
 ...]``) trade latency for throughput; the paper preset costs ~40-60 ms per window.
 """

@@ -252,6 +252,9 @@ class SNNEngine:
             from ..events import empty_events
 
             self.step_events(empty_events(), 0, 1, 1, 1, (0.0, 0.0, 1.0, 1.0))
+            self.track_windows(empty_events(), 0, 1, 1, 1, np.array([0, 0, 4, 4], np.float32),
+                               np.full(4, np.nan, np.float32), scale=2.0, min_side_px=16.0, width=8, height=8,
+                               reset_jump=0.1)
             self.reset_state()
 
     def _whole_network(self):
@@ -301,6 +304,43 @@ class SNNEngine:
         self._state = None
         self._whole_state = None
 
+    @property
+    def tracks_windows(self) -> bool:
+        """True where :meth:`track_windows` runs (sparse kernels, a network of scatter stages)."""
+        return self._whole is not None
+
+    def _whole_states(self):
+        if self._state is None:
+            self._state = self._at_rest()
+        if self._whole_state is None:
+            from numba.typed import List
+
+            self._whole_state = List([u.reshape(ops[0].out_qc) for u, (ops, _) in zip(self._state, self.stages)])
+        return self._whole_state
+
+    def track_windows(self, events: np.ndarray, t0_us: int, window_us: int, k: int, steps: int,
+                      reference: np.ndarray, last_region: np.ndarray, *, scale: float, min_side_px: float,
+                      width: int, height: int, reset_jump: float):
+        """``k`` consecutive windows from ``t0_us`` in one compiled call, each on the search
+        region centred on the box its predecessor gave (:func:`snn_kernels.track_windows`:
+        what :meth:`dashnet_ros.tracking.SNNRunner.step` does for one window, bit for bit).
+        ``reference`` and ``last_region`` (float32 [4], NaN = none) are updated in place.
+        Returns ``(boxes [k, 4] float32 (NaN: no box), motion [k, 2], state resets)``."""
+        if not self.tracks_windows:
+            raise RuntimeError("track_windows needs the sparse kernels and a network of scatter stages")
+        states = self._whole_states()
+        hw = self.in_shape[1:]
+        wh = self._whole
+        boxes = np.empty((k, wh["n_out"]), np.float32)
+        motion = np.empty((k, 2), np.float64)
+        resets = _kernels().track_windows(
+            events["t_us"], events["x"], events["y"], events["p"], int(t0_us), int(window_us), int(k), int(steps),
+            int(hw[0]), int(hw[1]), reference, float(scale), float(min_side_px), int(width), int(height),
+            float(reset_jump), last_region, wh["in_pc"], wh["weights"], wh["starts"], wh["out_pos"], wh["taps"],
+            states, self.decay, self.v_th, self.u_rest, self.count_scale, wh["ro_weights"], wh["ro_biases"],
+            self.nan_when_silent, boxes, motion)
+        return boxes, motion, int(resets)
+
     def step_events(self, events: np.ndarray, t0_us: int, t1_us: int, k: int, steps: int, region) -> np.ndarray:
         """:meth:`step` on the events of ``[t0_us, t1_us)`` binned into ``k`` windows of
         ``steps`` LIF steps over ``region`` (:func:`~dashnet_ros.models.snn.bin_events`);
@@ -312,12 +352,7 @@ class SNNEngine:
         if self._whole is None:
             x = bin_events(events, t0_us, t1_us, k * steps, region, hw)
             return self.step(x.reshape((k, steps) + x.shape[1:]))
-        if self._state is None:
-            self._state = self._at_rest()
-        if self._whole_state is None:
-            from numba.typed import List
-
-            self._whole_state = List([u.reshape(ops[0].out_qc) for u, (ops, _) in zip(self._state, self.stages)])
+        states = self._whole_states()
         if t1_us <= t0_us:
             raise ValueError(f"SNN engine: empty window [{t0_us}, {t1_us}) us")
         r = np.asarray(region, dtype=np.float64).reshape(4)
@@ -327,7 +362,7 @@ class SNNEngine:
         _kernels().network_window(
             events["t_us"], events["x"], events["y"], events["p"], int(t0_us), int(t1_us), int(k), int(steps),
             np.float32(0.5 - r[0]), np.float32(w / r[2]), np.float32(0.5 - r[1]), np.float32(h / r[3]), h, w,
-            wh["in_pc"], wh["weights"], wh["starts"], wh["out_pos"], wh["taps"], self._whole_state,
+            wh["in_pc"], wh["weights"], wh["starts"], wh["out_pos"], wh["taps"], states,
             self.decay, self.v_th, self.u_rest, self.count_scale, wh["ro_weights"], wh["ro_biases"],
             self.nan_when_silent, out)
         return out

@@ -184,6 +184,79 @@ def network_window(t_us, x, y, p, t0_us, t1_us, k, t, x_off, sx, y_off, sy, h, w
             out[kk, o] = np.nan if (silent and nan_when_silent) else y_in[o]
 
 
+@_exact
+def _search_region(ref, scale, min_side, out):
+    """:func:`dashnet_ros.models.arch.search_region` of the float32 box ``ref`` into ``out``
+    (float64 arithmetic, float32 result, as there)."""
+    b0, b1, b2, b3 = np.float64(ref[0]), np.float64(ref[1]), np.float64(ref[2]), np.float64(ref[3])
+    side = max(scale * max(b2, b3), min_side)
+    cx, cy = b0 + b2 / 2, b1 + b3 / 2
+    out[0], out[1], out[2], out[3] = cx - side / 2, cy - side / 2, side, side
+
+
+@_exact
+def _reset_state(states, u_rest):
+    for i in range(len(states)):
+        states[i][:] = u_rest
+
+
+@_exact      # no fastmath: the box arithmetic must round as the Python path's does
+def track_windows(t_us, x, y, p, t0_us, window_us, k, t, h, w, ref, scale, min_side, width, height,
+                  reset_jump, last_region, in_pc, weights, starts, out_pos, taps, states, decay, v_th, u_rest,
+                  count_scale, ro_weights, ro_biases, nan_when_silent, boxes, motion):
+    """``k`` consecutive windows of ``window_us`` from ``t0_us``, each as
+    :meth:`dashnet_ros.tracking.SNNRunner.step` runs one window, in one call: the search
+    region centred on ``ref`` (:func:`_search_region`), a state reset when it jumped by more
+    than ``reset_jump`` of the previous region's side (``last_region``, NaN = none), the
+    network (:func:`network_window`), the box in sensor pixels, and -- where the box is
+    usable (:func:`dashnet_ros.tracking.sane_box`: finite, sized, clamped to the frame) --
+    its motion from ``ref`` (:func:`dashnet_ros.tracking.snn_motion`) and ``ref`` moved to
+    it for the next window.  ``ref`` and ``last_region`` (float32 [4]) are updated in place;
+    ``boxes [k, 4]`` (NaN: no box) and ``motion [k, 2]`` are written; returns the number of
+    state resets.  The float arithmetic follows the Python path step by step (float32 where
+    numpy computes in float32), so the results are bit-equal to ``k`` single-window calls."""
+    region = np.empty(4, np.float32)
+    norm = np.empty((1, boxes.shape[1]), states[0].dtype)
+    resets = 0
+    two = np.float32(2.0)
+    for i in range(k):
+        _search_region(ref, scale, min_side, region)
+        if reset_jump > 0 and not np.isnan(last_region[0]):
+            dx = region[0] + region[2] / two - last_region[0] - last_region[2] / two
+            dy = region[1] + region[3] / two - last_region[1] - last_region[3] / two
+            if np.hypot(np.float64(dx), np.float64(dy)) > np.float32(reset_jump) * last_region[2]:
+                _reset_state(states, u_rest)
+                resets += 1
+        last_region[:] = region
+        r0, r1, r2, r3 = np.float64(region[0]), np.float64(region[1]), np.float64(region[2]), np.float64(region[3])
+        a = t0_us + i * window_us
+        network_window(t_us, x, y, p, a, a + window_us, 1, t, np.float32(0.5 - r0), np.float32(w / r2),
+                       np.float32(0.5 - r1), np.float32(h / r3), h, w, in_pc, weights, starts, out_pos, taps, states,
+                       decay, v_th, u_rest, count_scale, ro_weights, ro_biases, nan_when_silent, norm)
+        n0, n1, n2, n3 = np.float64(norm[0, 0]), np.float64(norm[0, 1]), np.float64(norm[0, 2]), np.float64(norm[0, 3])
+        bw, bh = n2 * r2, n3 * r3
+        b0 = np.float64(np.float32(r0 + n0 * r2 - bw / 2))
+        b1 = np.float64(np.float32(r1 + n1 * r3 - bh / 2))
+        b2, b3 = np.float64(np.float32(bw)), np.float64(np.float32(bh))
+        if not (np.isfinite(b0) and np.isfinite(b1) and np.isfinite(b2) and np.isfinite(b3)) or b2 <= 0 or b3 <= 0:
+            boxes[i, :] = np.nan
+            motion[i, 0] = 0.0
+            motion[i, 1] = 0.0
+            continue
+        sw = min(max(b2, 2.0), np.float64(width))
+        sh = min(max(b3, 2.0), np.float64(height))
+        cx = min(max(b0 + b2 / 2, 0.0), np.float64(width))
+        cy = min(max(b1 + b3 / 2, 0.0), np.float64(height))
+        boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3] = cx - sw / 2, cy - sh / 2, sw, sh
+        q0, q1, q2, q3 = (np.float64(boxes[i, 0]), np.float64(boxes[i, 1]), np.float64(boxes[i, 2]),
+                          np.float64(boxes[i, 3]))
+        p0, p1, p2, p3 = np.float64(ref[0]), np.float64(ref[1]), np.float64(ref[2]), np.float64(ref[3])
+        motion[i, 0] = (q0 + q2 / 2) - (p0 + p2 / 2)
+        motion[i, 1] = (q1 + q3 / 2) - (p1 + p3 / 2)
+        ref[:] = boxes[i]
+    return resets
+
+
 def warm_up(dtype) -> None:
     """Compile (or load from the cache) every kernel for ``dtype`` now, so the first window
     of a stream does not wait for the compiler."""

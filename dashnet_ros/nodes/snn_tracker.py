@@ -182,8 +182,10 @@ PARAMS = torch_params("snn") + (
     Param("engine", "numpy", "SNN inference: 'numpy' (models/snn_engine.py, event-driven kernels, ~3x faster "
                              "per window on a CPU) or 'torch' (TorchScript; used anyway on a GPU device)",
           one_of("numpy", "torch")),
-    Param("windows_per_call", 1, "windows run per network call on one search region (throughput up, the "
-                                 "region moves every this many windows); boxes are still one per window", positive),
+    Param("windows_per_call", 1, "windows run per call, those an event packet completes (throughput up); each "
+                                 "still on its predecessor's box with the fast preset's compiled loop (a new fused "
+                                 "box is taken between calls), else on one shared search region; boxes are still "
+                                 "one per window", positive),
     Param("init_box", [0.0, 0.0, 0.0, 0.0], "initial target box [x, y, w, h] in sensor pixels; all zeros = "
                                              "the first valid box on ~/ground_truth", check_box_param),
     Param("follow_fused", True, "re-centre the search region on each new fused box (SNN-hybrid); false = "
