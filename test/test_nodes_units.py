@@ -557,15 +557,22 @@ def test_fuser_blends_falls_back_to_snn_only_and_reports_it(h):
     assert node.warn.counts["time"] == 1 and f.x == 110.0
 
 
-def test_fuser_fuses_arrays_box_by_box_and_rate_limits_the_single_box(h):
+def _fuser_on_arrays(h, **params):
+    """A fuser reading SNN arrays: (node, SNN and ANN publishers, fused array and single
+    subscriptions), connected."""
     from dashnet_ros.nodes.fuser import FuserNode
 
-    node = h.add(FuserNode, single_period_ms=1.0)
+    node = h.add(FuserNode, **params)
     snn = h.pub(TrackedBoxArray, "/fuser/snn_boxes", 100)
     ann = h.pub(TrackedBox, "/fuser/ann_box", 100)
     arrays = h.sub(TrackedBoxArray, "/fuser/fused_boxes")
     single = h.sub(TrackedBox, "/fuser/fused_box")
     h.connect(snn, ann)
+    return node, snn, ann, arrays, single
+
+
+def test_fuser_fuses_arrays_box_by_box_and_rate_limits_the_single_box(h):
+    node, snn, ann, arrays, single = _fuser_on_arrays(h, single_period_ms=1.0)
     A, S = [100.0, 100.0, 20.0, 20.0], [110.0, 100.0, 20.0, 20.0]
     ann.publish(box_msg(0, A, TrackedBox.SOURCE_ANN))
     assert h.spin(3, until=lambda: node.last_ann_t == 0)
@@ -601,14 +608,7 @@ def test_fuser_fuses_arrays_box_by_box_and_rate_limits_the_single_box(h):
 def test_fuser_sends_the_first_fused_box_after_an_ann_box_at_once(h):
     """'latest' is rate-limited, but the correction an ANN box brings goes out with the next
     SNN message (the SNN's search region and the ANN's attention follow it without waiting)."""
-    from dashnet_ros.nodes.fuser import FuserNode
-
-    node = h.add(FuserNode, single_period_ms=100.0)
-    snn = h.pub(TrackedBoxArray, "/fuser/snn_boxes", 100)
-    ann = h.pub(TrackedBox, "/fuser/ann_box", 100)
-    arrays = h.sub(TrackedBoxArray, "/fuser/fused_boxes")
-    single = h.sub(TrackedBox, "/fuser/fused_box")
-    h.connect(snn, ann)
+    node, snn, ann, arrays, single = _fuser_on_arrays(h, single_period_ms=100.0)
     A, S = [100.0, 100.0, 20.0, 20.0], [110.0, 100.0, 20.0, 20.0]
 
     def snn_array(*ts):
