@@ -747,6 +747,10 @@ def main(argv=None) -> int:
         ap.error("--factors, --measure-s and --clip-s must be > 0")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ["ROS_DOMAIN_ID"] = str(random.randint(150, 230))     # children inherit it
+    if a.windows_per_call is None:      # the graph's default, recorded with the numbers
+        from dashnet_ros import graph
+
+        a.windows_per_call = int(graph.launch_arg_defaults()["snn_windows_per_call"])
     out = Path(a.out)
     log_dir = out.parent
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -777,7 +781,7 @@ def main(argv=None) -> int:
     print(f"clip: {info['clip']['events_per_s'] / 1e6:.2f} M events/s, {info['clip']['events_per_packet']:.0f} "
           f"events per packet; weights {w['kind']}", flush=True)
     if not a.no_peer:
-        peer = run_peer(clip, w, a.windows_per_call or 1)
+        peer = run_peer(clip, w, a.windows_per_call)
         info["peer"] = peer
         print(f"peer (no ROS): {peer['fused_per_wall_s']:.0f} fused boxes per wall s, "
               f"{peer['cpu_us_per_fused_box']:.0f} us CPU per box ({peer['realtime_factor_cpu']:.2f}x real time "

@@ -77,8 +77,9 @@ LAUNCH_ARGS = (
     LaunchArg("follow_fused", "true", "SNN search region follows the fused box (SNN-hybrid); false = its own output"),
     LaunchArg("ann_timeout_s", "0.5", "fuser: sensor time without ANN boxes before it publishes SNN-only boxes"),
     LaunchArg("threads", "1", "torch threads per tracker node"),
-    LaunchArg("snn_windows_per_call", "1", "SNN windows per network call (those an event packet completes "
-                                           "run together up to this many)"),
+    LaunchArg("snn_windows_per_call", "8", "SNN windows per network call (those an event packet completes "
+                                           "run together up to this many; with the fast preset the same boxes "
+                                           "as 1, fewer calls)"),
     LaunchArg("device", "cpu", "torch device of the tracker nodes: cpu, cuda, cuda:N"),
     LaunchArg("packet_us", "2000", "simulator: event packet period in microseconds (2000: half the messages "
                                    "per second of 1000, and up to 2 ms of buffering; see README, graph speed)"),

@@ -395,6 +395,32 @@ def test_snn_tracker_node_gives_exactly_the_core_runners_boxes(h, weights):
     np.testing.assert_allclose(vel, motion * 1e6 / 480, rtol=1e-4, atol=1e-2)
 
 
+def test_snn_tracker_windows_per_call_changes_nothing_but_the_calls(h, tmp_path_factory):
+    """With the compiled window loop, running the windows a packet completes in one call
+    (windows_per_call 8, the default) gives the boxes of one call per window, also while
+    fused boxes re-centre the search region between packets."""
+    from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
+
+    snn_weights = shipped_or_test_weights(tmp_path_factory)["snn"]
+    spans = [(0, 2000), (2000, 4000), (4000, 6000), (6000, 11000), (11000, 13000)]
+    msgs = [packet(a, b, n=400 * (b - a) // 1000, region=(80, 50, 60, 60)) for a, b in spans]
+    runs = {}
+    for k in (1, 8):
+        node = h.add(SNNTrackerNode, weights=snn_weights, init_box=[90.0, 60.0, 40.0, 40.0], windows_per_call=k)
+        out = []
+        node.pub_boxes.publish = out.append
+        for i, m in enumerate(msgs):
+            node._on_events(m)
+            if i in (1, 3):                       # a fused box (the ANN's correction) between packets
+                node._on_fused(box_msg(m.end_us - 100, [84.0 + 3 * i, 58.0, 40.0, 40.0]))
+        runs[k] = ([(us(b), b.x, b.y, b.w, b.h, b.vx, b.vy, b.valid) for a in out for b in unpack(a)],
+                   node.counts["calls"], node.runner.resets)
+    assert len(runs[1][0]) == (13000 - msgs[0].time_base_us) // 480 and sum(b[-1] for b in runs[1][0]) > 10
+    assert runs[8][0] == runs[1][0]
+    assert runs[8][1] == len(msgs) + 1 < runs[1][1]       # a call per packet (two for the 10-window one), not per window
+    assert runs[8][2] == runs[1][2]
+
+
 def test_snn_follows_the_newest_usable_box_of_fused_arrays(h, weights):
     from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
 

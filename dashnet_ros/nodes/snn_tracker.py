@@ -182,7 +182,7 @@ PARAMS = torch_params("snn") + (
     Param("engine", "numpy", "SNN inference: 'numpy' (models/snn_engine.py, event-driven kernels, ~3x faster "
                              "per window on a CPU) or 'torch' (TorchScript; used anyway on a GPU device)",
           one_of("numpy", "torch")),
-    Param("windows_per_call", 1, "windows run per call, those an event packet completes (throughput up); each "
+    Param("windows_per_call", 8, "windows run per call, those an event packet completes (throughput up); each "
                                  "still on its predecessor's box with the fast preset's compiled loop (a new fused "
                                  "box is taken between calls), else on one shared search region; boxes are still "
                                  "one per window", positive),
