@@ -12,15 +12,16 @@ The tracking graph (paper Fig. 2)::
       │   ──/davis/ground_truth► snn/ann_tracker (first box only)  ▼
       │                                                        fuser ──/dashnet/fused_box──► steering ──/cmd_vel
       │                                                              ──/dashnet/fused_boxes (every box)
-      │           /dashnet/fused_boxes ──► snn_tracker (search region)
+      │           /dashnet/fused_box ──► snn_tracker (search region; or every box of
+      │                                  /dashnet/fused_boxes with snn_fused_input:=array)
       │           /dashnet/fused_box ──► ann_tracker (attention, eq. 10)
 
     closed_loop:=true:  world ──/world/image_raw, /world/ground_truth──► davis;  /cmd_vel ──► world
 
 Box arrays (``TrackedBoxArray``) carry every SNN / fused box, one message per event packet;
 the single-box ``/dashnet/snn_box`` is published only while subscribed, ``/dashnet/fused_box``
-carries the newest fused box at most every 5 ms of sensor time (the fuser's
-``single_output``/``single_period_ms``).
+carries the newest fused box at most every 10 ms of sensor time, and at once after each new
+ANN box (the fuser's ``single_output``/``single_period_ms``).
 
 Open loop (default) the simulator reads ``source`` itself ('world' = the same arena with
 a built-in pursuit controller); closed loop the ``world`` node runs the arena from

@@ -2,7 +2,8 @@
 
 Topics (node-private names, remapped by the graph):
   ~/box          dashnet_ros/TrackedBox   in (/dashnet/fused_box: the newest fused box, at most every
-                                          5 ms of sensor time by default, the fuser's single_period_ms)
+                                          10 ms of sensor time by default, the fuser's single_period_ms,
+                                          and after each ANN box)
   ~/camera_info  sensor_msgs/CameraInfo   in (/davis/camera_info), optional: its fx, cx and
                                           size replace hfov_deg / image_width / image_height
   ~/cmd_vel      geometry_msgs/Twist      out (/cmd_vel): linear.x m/s, angular.z rad/s (CCW +)
