@@ -63,6 +63,7 @@ sensor time per wall time; latency p50/p99/max (ms); windows missing; packets lo
 way to snn_tracker ('?' = unknown); keeps up; the graph's CPU-s per sensor-s; the factor that
 CPU allows on two idle cores (nan where work was skipped); CPU cores per process.
     .venv/bin/python bench/bench_graph.py --factors 1.0 0.5 --measure-s 10
+    .venv/bin/python bench/bench_graph.py --factors 1.0 1.0 1.0 --no-peer   # one factor three times: the spread
     .venv/bin/python bench/bench_graph.py --sensor simulator --factors 0.25
 """
 from __future__ import annotations
@@ -544,6 +545,22 @@ def analyse(probe, a_ns, b_ns, factor, window_us, cpu_a, cpu_b, pub_end=None, pu
     return r
 
 
+def per_factor(runs) -> dict:
+    """Runs of the same factor together (``--factors 1.0 1.0 1.0`` repeats one): how many
+    kept up and met the target, and the spread of their p99 latency -- single runs on a
+    shared machine differ a lot."""
+    out = {}
+    for f in sorted({r["realtime_factor"] for r in runs}):
+        rs = [r for r in runs if r["realtime_factor"] == f]
+        p99 = np.array([r.get("latency_ms_p99", np.nan) for r in rs], float)
+        out[str(f)] = {"runs": len(rs), "kept_up": sum(r["keeps_up"] for r in rs),
+                       "met_target": sum(r["meets_target"] for r in rs),
+                       "latency_ms_p99_median": float(np.nanmedian(p99)) if np.isfinite(p99).any() else float("nan"),
+                       "latency_ms_p99_min": float(np.nanmin(p99)) if np.isfinite(p99).any() else float("nan"),
+                       "latency_ms_p99_max": float(np.nanmax(p99)) if np.isfinite(p99).any() else float("nan")}
+    return out
+
+
 # --------------------------------------------------------------------------- runs
 
 def override_params(items, tmp_dir: Path) -> None:
@@ -795,6 +812,12 @@ def main(argv=None) -> int:
     up = [r for r in runs if r["keeps_up"]]
     info["highest_factor_keeping_up"] = max((r["realtime_factor"] for r in up), default=None)
     info["meets_target"] = any(r["meets_target"] for r in runs)
+    info["per_factor"] = per_factor(runs)
+    for f, v in info["per_factor"].items():
+        if v["runs"] > 1:
+            print(f"factor {f}: kept up in {v['kept_up']} of {v['runs']} runs, target met in {v['met_target']}; "
+                  f"latency p99 median {v['latency_ms_p99_median']:.1f} ms ({v['latency_ms_p99_min']:.1f}-"
+                  f"{v['latency_ms_p99_max']:.1f})", flush=True)
     if "peer" in info:
         for r in runs:
             if "cpu_us_per_fused_box_graph" in r:
