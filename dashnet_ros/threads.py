@@ -20,7 +20,7 @@ def set_threads(n: int) -> None:
     """Use ``n`` torch and OpenCV threads and one BLAS thread for numpy in this process.
 
     The BLAS limit needs ``threadpoolctl`` (in requirements.txt; it has no rosdep key, so
-    on a ROS 2 install ``pip install threadpoolctl``); without it only torch's pool is set
+    on a ROS 2 install ``pip install threadpoolctl``); without it only torch's and OpenCV's pools are set
     (``OPENBLAS_NUM_THREADS=1`` in the environment does the same for numpy).
     """
     import torch

@@ -189,9 +189,8 @@ class SNNRunner:
             self._i = 0
 
     def _network(self, x: np.ndarray) -> np.ndarray:
-        """``x [K, T, 2, H, W]`` -> normalised boxes ``[K, 4]`` (stateful)."""
-        if self.engine is not None:
-            return self.engine.step(x)
+        """``x [K, T, 2, H, W]`` -> normalised boxes ``[K, 4]`` (stateful), in torch (the
+        numpy engine bins and runs in :meth:`SNNEngine.step_events`)."""
         with torch.inference_mode():
             return self.model.step_window(torch.from_numpy(x)[None])[0].numpy()
 
@@ -241,8 +240,8 @@ class SNNRunner:
         ref = np.array(self.reference, np.float32)
         last = np.full(4, np.nan, np.float32) if self._last_region is None else np.array(self._last_region, np.float32)
         boxes, motion, resets = self.engine.track_windows(
-            ev, t0, self.window_us, k, self.steps, ref, last, scale=self.preset.search_scale, min_side_px=SEARCH_MIN_SIDE_PX,
-            width=self.width, height=self.height, reset_jump=self.reset_jump)
+            ev, t0, self.window_us, k, self.steps, ref, last, scale=self.preset.search_scale,
+            min_side_px=SEARCH_MIN_SIDE_PX, width=self.width, height=self.height, reset_jump=self.reset_jump)
         self.resets += resets
         self._last_region, self.reference = last, ref
         self._t_next = t0 + k * self.window_us

@@ -226,7 +226,6 @@ def array_msg_to_boxes(msg) -> BoxBatch:
     return BoxBatch(t, boxes, cols[4], vel, int(np.count_nonzero(valid & ~ok)))
 
 
-
 def pack_boxes(boxes, msg):
     """``TrackedBox`` messages (one source, time order) -> ``TrackedBoxArray`` ``msg``,
     field for field (in place, returns msg; header from the last box)."""

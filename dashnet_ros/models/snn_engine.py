@@ -309,14 +309,20 @@ class SNNEngine:
         """True where :meth:`track_windows` runs (sparse kernels, a network of scatter stages)."""
         return self._whole is not None
 
-    def _whole_states(self):
+    def _network_args(self) -> tuple:
+        """The network's arguments of :func:`snn_kernels.network_window` and
+        :func:`snn_kernels.track_windows` (from ``in_pc`` to ``nan_when_silent``), the
+        membrane state as [Q, Co] views of ``_state`` (made at rest when there is none)."""
         if self._state is None:
             self._state = self._at_rest()
         if self._whole_state is None:
             from numba.typed import List
 
             self._whole_state = List([u.reshape(ops[0].out_qc) for u, (ops, _) in zip(self._state, self.stages)])
-        return self._whole_state
+        wh = self._whole
+        return (wh["in_pc"], wh["weights"], wh["starts"], wh["out_pos"], wh["taps"], self._whole_state,
+                self.decay, self.v_th, self.u_rest, self.count_scale, wh["ro_weights"], wh["ro_biases"],
+                self.nan_when_silent)
 
     def track_windows(self, events: np.ndarray, t0_us: int, window_us: int, k: int, steps: int,
                       reference: np.ndarray, last_region: np.ndarray, *, scale: float, min_side_px: float,
@@ -328,17 +334,13 @@ class SNNEngine:
         Returns ``(boxes [k, 4] float32 (NaN: no box), motion [k, 2], state resets)``."""
         if not self.tracks_windows:
             raise RuntimeError("track_windows needs the sparse kernels and a network of scatter stages")
-        states = self._whole_states()
         hw = self.in_shape[1:]
-        wh = self._whole
-        boxes = np.empty((k, wh["n_out"]), np.float32)
+        boxes = np.empty((k, self._whole["n_out"]), np.float32)
         motion = np.empty((k, 2), np.float64)
         resets = _kernels().track_windows(
             events["t_us"], events["x"], events["y"], events["p"], int(t0_us), int(window_us), int(k), int(steps),
             int(hw[0]), int(hw[1]), reference, float(scale), float(min_side_px), int(width), int(height),
-            float(reset_jump), last_region, wh["in_pc"], wh["weights"], wh["starts"], wh["out_pos"], wh["taps"],
-            states, self.decay, self.v_th, self.u_rest, self.count_scale, wh["ro_weights"], wh["ro_biases"],
-            self.nan_when_silent, boxes, motion)
+            float(reset_jump), last_region, *self._network_args(), boxes, motion)
         return boxes, motion, int(resets)
 
     def step_events(self, events: np.ndarray, t0_us: int, t1_us: int, k: int, steps: int, region) -> np.ndarray:
@@ -352,19 +354,15 @@ class SNNEngine:
         if self._whole is None:
             x = bin_events(events, t0_us, t1_us, k * steps, region, hw)
             return self.step(x.reshape((k, steps) + x.shape[1:]))
-        states = self._whole_states()
         if t1_us <= t0_us:
             raise ValueError(f"SNN engine: empty window [{t0_us}, {t1_us}) us")
         r = np.asarray(region, dtype=np.float64).reshape(4)
         h, w = int(hw[0]), int(hw[1])
-        wh = self._whole
-        out = np.empty((k, wh["n_out"]), self.dtype)
+        out = np.empty((k, self._whole["n_out"]), self.dtype)
         _kernels().network_window(
             events["t_us"], events["x"], events["y"], events["p"], int(t0_us), int(t1_us), int(k), int(steps),
             np.float32(0.5 - r[0]), np.float32(w / r[2]), np.float32(0.5 - r[1]), np.float32(h / r[3]), h, w,
-            wh["in_pc"], wh["weights"], wh["starts"], wh["out_pos"], wh["taps"], states,
-            self.decay, self.v_th, self.u_rest, self.count_scale, wh["ro_weights"], wh["ro_biases"],
-            self.nan_when_silent, out)
+            *self._network_args(), out)
         return out
 
     def _at_rest(self) -> List[np.ndarray]:

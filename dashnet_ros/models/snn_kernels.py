@@ -144,11 +144,12 @@ def network_window(t_us, x, y, p, t0_us, t1_us, k, t, x_off, sx, y_off, sy, h, w
     network of spiking scatter stages (conv or linear) and a linear readout: the events
     binned channels-last (``[k * t, h * w, 2]``, cells as :func:`bin_counts`), each stage
     as :func:`scatter_lif` on its input seen as ``[k * t, P, C] = in_pc[i]`` (``weights[i]
-    [T, C, Co]``, its CSR tables, ``states[i] [Q, Co]`` in place), spike counts of the last stage per window times ``count_scale`` (eq. 4's
-    readout input), then each readout layer ``y = b + y @ W`` (``ro_weights[j] [n_in, 1,
-    n_out]``).  ``out [k, n_out]``: the boxes; NaN rows for windows whose last stage did not
-    fire when ``nan_when_silent``.  Same arithmetic, in the same order, as the per-layer
-    calls of :class:`~dashnet_ros.models.snn_engine.SNNEngine`."""
+    [T, C, Co]``, its CSR tables, ``states[i] [Q, Co]`` in place), spike counts of the last
+    stage per window times ``count_scale`` (eq. 4's readout input), then each readout layer
+    ``y = b + y @ W`` (``ro_weights[j] [n_in, 1, n_out]``).  ``out [k, n_out]``: the boxes;
+    NaN rows for windows whose last stage did not fire when ``nan_when_silent``.  Same
+    arithmetic, in the same order, as the per-layer calls of
+    :class:`~dashnet_ros.models.snn_engine.SNNEngine`."""
     n = k * t
     dt = states[0].dtype
     s = np.zeros((n, h * w, 2), dt)
@@ -156,7 +157,8 @@ def network_window(t_us, x, y, p, t0_us, t1_us, k, t, x_off, sx, y_off, sy, h, w
     for i in range(len(weights)):
         u = states[i]
         spikes = np.empty((n, u.shape[0], u.shape[1]), dt)
-        scatter_lif(s.reshape(n, in_pc[i, 0], in_pc[i, 1]), weights[i], starts[i], out_pos[i], taps[i], u, decay, v_th, u_rest, spikes)
+        scatter_lif(s.reshape(n, in_pc[i, 0], in_pc[i, 1]), weights[i], starts[i], out_pos[i], taps[i], u, decay,
+                    v_th, u_rest, spikes)
         s = spikes
     m = s.shape[1] * s.shape[2]
     flat = s.reshape(n, m)

@@ -56,7 +56,7 @@ PARAMS = (
                                      "every fused box ('all', a message per window) or nothing ('none')",
           one_of("latest", "all", "none")),
     Param("single_period_ms", 10.0, "'latest': at most one ~/fused_box per this much sensor time (0 = the newest "
-                                   "of every SNN message), and one at once after each new ANN box", non_negative),
+                                    "of every SNN message), and one at once after each new ANN box", non_negative),
 )
 
 DIAG_NAME = "dashnet fuser: ANN input"
