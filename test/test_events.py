@@ -37,3 +37,42 @@ def test_make_events_sorts_by_time_and_slice_is_half_open():
 def test_from_buffer_rejects_partial_records():
     with pytest.raises(ValueError, match="16-byte"):
         E.from_buffer(b"\0" * 17)
+
+
+def _stats_both(ev):
+    """The compiled pass and the numpy reference on the same array."""
+    E._stats(ev)                          # builds the kernel (or notes that numba is missing)
+    assert E._stats_kernel is not False, "numba is a dependency: the compiled check must be in use"
+    return E._stats(ev), E._numpy_stats(ev)
+
+
+@pytest.mark.parametrize("case", ["good", "x", "y", "unsorted", "polarity", "one"])
+def test_compiled_event_check_equals_numpy_and_names_the_problem(case):
+    rng = np.random.default_rng(1)
+    n = 1 if case == "one" else 500
+    ev = E.make_events(rng.integers(0, 240, n), rng.integers(0, 180, n), np.sort(rng.integers(0, 10**6, n)),
+                       rng.choice([-1, 1], n))
+    words = None
+    if case == "x":
+        ev["x"][17] = 240
+        words = "out of range.*x=240"
+    elif case == "y":
+        ev["y"][3] = 1000
+        words = "out of range.*y=1000"
+    elif case == "unsorted":
+        ev["t_us"][200] = ev["t_us"][199] - 1
+        ev["t_us"][300] = 0
+        words = "event 200 is earlier than event 199"
+    elif case == "polarity":
+        ev["p"][[5, 6, 7]] = 0
+        words = "3 events have polarity"
+    # a read-only strided view, as from_buffer gives for a message
+    view = E.from_buffer(E.to_bytes(ev))
+    compiled, reference = _stats_both(view)
+    assert compiled == reference
+    problem = E.check(view, 240, 180)
+    if words is None:
+        assert problem is None
+    else:
+        assert problem is not None and __import__("re").search(words, problem), problem
+    assert E.check(E.empty_events(), 240, 180) is None

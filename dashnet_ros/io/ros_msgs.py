@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..events import EVENT_DTYPE, from_buffer, to_bytes
+from ..events import check as check_events
 
 # encoding -> (numpy dtype, channels)
 _ENCODINGS = {
@@ -124,17 +125,9 @@ def msg_to_events(msg) -> np.ndarray:
         ev = from_buffer(msg.events)
     except ValueError as e:
         raise MessageError(str(e)) from None
-    if len(ev):
-        if int(ev["x"].max()) >= msg.width or int(ev["y"].max()) >= msg.height:
-            raise MessageError(
-                f"event coordinates out of range for a {msg.width}x{msg.height} sensor "
-                f"(max x={int(ev['x'].max())}, y={int(ev['y'].max())})"
-            )
-        if np.any(np.diff(ev["t_us"]) < 0):
-            raise MessageError("events in the packet are not sorted by time")
-        bad_p = (ev["p"] != 1) & (ev["p"] != -1)
-        if bad_p.any():
-            raise MessageError(f"{int(bad_p.sum())} events have polarity other than +1/-1")
+    problem = check_events(ev, msg.width, msg.height)
+    if problem:
+        raise MessageError(problem)
     return ev
 
 
