@@ -155,3 +155,28 @@ def test_box_array_with_ragged_or_malformed_entries_is_named():
     m.x[1] = float("nan")                              # says valid, carries NaN
     b = rm.array_msg_to_boxes(m)
     assert b.bad == 1 and np.isnan(b.boxes[1]).all() and np.isfinite(b.boxes[0]).all()
+
+
+def test_box_rows_equal_the_numpy_batch_for_rclpy_and_numpy_fields():
+    """The list reader the fuser uses on every SNN array and the numpy batch agree (rclpy
+    messages carry array.array fields, rosbags messages numpy arrays)."""
+    from types import SimpleNamespace
+
+    from dashnet_ros.msg import TrackedBoxArray
+
+    t = [480, 960, 1440, 1920, 2400]
+    boxes = np.array([[1.1, 2.2, 3.3, 4.4], [np.nan] * 4, [5, 6, 0, 4], [7, 8, 9, 10], [1, 1, 2, 2]], np.float32)
+    vel = np.array([[100.5, -50.25], [3, 3], [4, 4], [np.nan, 1.0], [1e-3, 2e-3]], np.float32)
+    m = rm.boxes_to_array_msg(t, boxes, TrackedBoxArray(), source=1, scores=[0.1, 0.2, 0.3, 0.4, 0.5], velocities=vel)
+    m.valid[4] = False                                  # finite but marked not valid
+    m.x[3] = float("inf")                               # marked valid, not finite: counted bad
+    numpy_fields = SimpleNamespace(**{f: np.array(getattr(m, f)) for f in ("t_us",) + rm._ARRAY_FLOATS},
+                                   valid=np.array(m.valid))
+    for msg in (m, numpy_fields):
+        rows, batch = rm.array_msg_rows(msg), rm.array_msg_to_boxes(msg)
+        assert rows.t_us == t == batch.t_us.tolist() and rows.bad == batch.bad == 1
+        np.testing.assert_array_equal(np.array(rows.boxes, np.float32), batch.boxes)
+        assert np.isnan(batch.boxes[[1, 2, 3, 4]]).all() and batch.boxes[0].tolist() == boxes[0].tolist()
+        assert rows.velocities == batch.velocities.tolist() == [[100.5, -50.25], [0, 0], [0, 0], [0, 0], [0, 0]]
+    with pytest.raises(ValueError, match="3 velocities for 5 boxes"):
+        rm.boxes_to_array_msg(t, boxes, TrackedBoxArray(), source=1, velocities=vel[:3])

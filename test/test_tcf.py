@@ -148,3 +148,34 @@ def test_motion_history_is_bounded_and_old_frames_are_not_propagated():
     assert f.motion_since(n - 1, n) == (1.0, 0.0)
     f.reset()
     assert f.motion_since(0, n) == (0.0, 0.0)
+
+
+def _reference_fuse(t_s, snn, t_a, ann, motion, scale_s):
+    """Eq. 7-9 written with numpy float32 boxes (centre form in float32, blend in float64)."""
+    a = np.concatenate([ann[:2] + ann[2:] / np.float32(2), ann[2:]]).astype(np.float64)
+    a[:2] += motion
+    if not np.isfinite(snn).all():
+        a32 = a.astype(np.float32)
+        return np.concatenate([a32[:2] - a32[2:] / np.float32(2), a32[2:]])
+    w = tcf_weight((t_a - t_s) * 1e-6, scale_s)
+    sc = np.concatenate([snn[:2] + snn[2:] / np.float32(2), snn[2:]]).astype(np.float64)
+    h = (w * sc + (1.0 - w) * a).astype(np.float32)
+    return np.array([h[0] - h[2] / 2, h[1] - h[3] / 2, h[2], h[3]], np.float64).astype(np.float32)
+
+
+def test_fuse_rounds_as_float32_boxes_bit_for_bit():
+    """The filter runs on Python floats (per SNN window); its result must be the float32
+    formulation's to the last bit, with and without motion propagation and a NaN SNN box."""
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        f = TCF()
+        ann = (rng.random(4) * [200, 150, 40, 30] + [0, 0, 1, 1]).astype(np.float32)
+        snn = (rng.random(4) * [200, 150, 40, 30] + [0, 0, 1, 1]).astype(np.float32)
+        if trial % 10 == 0:
+            snn[:] = np.nan
+        t_a, t_s = 0, int(rng.integers(1, 40_000))
+        f.add_ann(t_a, ann)
+        d = (rng.random(2) * 3 - 1.5) if trial % 2 else np.zeros(2)
+        out = f.fuse(t_s, snn, motion_px=tuple(d))          # one window: motion since t_a is d
+        ref = _reference_fuse(t_s, snn, t_a, ann, d.astype(np.float64), f.time_scale_s)
+        assert out.dtype == np.float32 and out.tobytes() == ref.tobytes(), (trial, out, ref)

@@ -47,13 +47,18 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..boxes import cxcywh_to_xywh, xywh_to_cxcywh
-
 MOTION_HISTORY = 8192   # SNN windows of motion kept (at least; 3.9 s at 2083 windows/s)
+
+
+def _f32(values) -> list:
+    """Python floats rounded to float32 (one call for a few values: the filter runs per SNN
+    window, where numpy's per-call cost would be most of the work)."""
+    return array("f", values).tolist()
 
 
 def tcf_weight(dt_s: float, time_scale_s: float) -> float:
@@ -83,7 +88,7 @@ class TCF:
         self.max_history = int(max_history)
         self.propagate = bool(propagate)
         self._t: List[int] = []
-        self._box: List[Optional[np.ndarray]] = []  # centre form, None when NaN
+        self._box: List[Optional[list]] = []  # centre form (float32 values), None when NaN
         self.last_weight: float = 1.0
         self.last_ann_t_us: Optional[int] = None
         # the SNN's motion: window end times and the cumulative centre displacement (px)
@@ -115,16 +120,18 @@ class TCF:
     def add_ann(self, t_us: int, box_xywh) -> None:
         """Record an ANN output (``(x, y, w, h)`` pixels, NaN allowed) for frame time ``t_us``."""
         t_us = int(t_us)
-        b = np.asarray(box_xywh, dtype=np.float64).reshape(4)
-        c = xywh_to_cxcywh(b).astype(np.float64) if np.all(np.isfinite(b)) else None
+        b = np.asarray(box_xywh, dtype=np.float32).reshape(4).tolist()
+        # centre form in float32 (each sum of two float32 values is exact in a Python float)
+        c = _f32([b[0] + b[2] / 2, b[1] + b[3] / 2, b[2], b[3]]) if all(map(math.isfinite, b)) else None
         i = bisect.bisect_right(self._t, t_us)
         self._t.insert(i, t_us)
         self._box.insert(i, c)
         if len(self._t) > self.max_history:
             del self._t[0], self._box[0]
 
-    def nearest_ann(self, t_us: int) -> Optional[Tuple[int, Optional[np.ndarray]]]:
-        """``(t_a, centre box or None)`` of the ANN output nearest to ``t_us`` (eq. 7), or None.
+    def nearest_ann(self, t_us: int) -> Optional[Tuple[int, Optional[list]]]:
+        """``(t_a, centre box [cx, cy, w, h] or None)`` of the ANN output nearest to ``t_us``
+        (eq. 7), or None.
 
         On a tie the earlier output wins; with ``causal`` only ``t_a <= t_us`` count.
         """
@@ -177,31 +184,36 @@ class TCF:
         ``motion_px``: the SNN's centre displacement over this window (the box centre minus
         the centre of the reference it searched around); given, the ANN box is moved by the
         SNN's displacement since the ANN's frame before the blend (see the module doc).
-
-        Runs once per SNN window (2083/s), so it works on Python floats; the rounding is
-        that of the float32 box conversions (:mod:`dashnet_ros.boxes`).
         """
+        s = np.asarray(box_snn, dtype=np.float32).reshape(4).tolist()
+        return np.array(self.fuse_row(int(t_snn_us), s, motion_px), np.float32)
+
+    def fuse_row(self, t_snn_us: int, s: list, motion_px) -> list:
+        """One SNN output (``s``: float32-valued ``[x, y, w, h]`` floats) -> the fused row.
+
+        Plain Python floats, rounded to float32 where the core's float32 boxes are (the
+        same values as the numpy formulation of eq. 9 in float32 boxes: the ANN and SNN
+        boxes and the blended centre form are float32, the blend itself float64)."""
         if motion_px is not None and self.propagate:
             self.add_motion(t_snn_us, float(motion_px[0]), float(motion_px[1]))
-        s = np.asarray(box_snn, dtype=np.float32).reshape(4).tolist()
         s_ok = all(map(math.isfinite, s))
         near = self.nearest_ann(t_snn_us)
         self.last_ann_t_us = None if near is None else near[0]
         if near is None or near[1] is None:
             self.last_weight = 1.0
-            return np.array(s, np.float32) if s_ok else np.full(4, np.nan, np.float32)
+            return list(s) if s_ok else [math.nan] * 4
         t_a, a = near
         if self._mt and self.propagate:
             mx, my = self.motion_since(t_a, t_snn_us)
             if math.isfinite(mx) and (mx or my):
-                a = np.array([a[0] + mx, a[1] + my, a[2], a[3]])
+                a = [a[0] + mx, a[1] + my, a[2], a[3]]
         if not s_ok:
             self.last_weight = 0.0
-            return cxcywh_to_xywh(a).astype(np.float32)
-        w = tcf_weight((t_a - int(t_snn_us)) * 1e-6, self.time_scale_s)
+            a = _f32(a)
+            return _f32([a[0] - a[2] / 2, a[1] - a[3] / 2, a[2], a[3]])
+        w = tcf_weight((t_a - t_snn_us) * 1e-6, self.time_scale_s)
         self.last_weight = w
-        f32 = np.float32
-        sc = (float(f32(s[0] + s[2] / 2)), float(f32(s[1] + s[3] / 2)), s[2], s[3])   # float32 centre form
-        a = a.tolist()
-        h = [float(f32(w * sc[i] + (1.0 - w) * a[i])) for i in range(4)]
-        return np.array([h[0] - h[2] / 2, h[1] - h[3] / 2, h[2], h[3]], np.float32)
+        sc = _f32([s[0] + s[2] / 2, s[1] + s[3] / 2])       # the SNN box in float32 centre form
+        h = _f32([w * sc[0] + (1.0 - w) * a[0], w * sc[1] + (1.0 - w) * a[1],
+                  w * s[2] + (1.0 - w) * a[2], w * s[3] + (1.0 - w) * a[3]])
+        return _f32([h[0] - h[2] / 2, h[1] - h[3] / 2, h[2], h[3]])

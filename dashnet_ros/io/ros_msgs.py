@@ -170,7 +170,7 @@ def boxes_to_array_msg(t_us, boxes, msg, *, source: int, frame_id: str = "", sco
     ``header.stamp`` = the last box's instant."""
     # Python lists, not numpy: a batch holds a handful of boxes, where numpy's per-call
     # overhead would dominate (this runs for every SNN and fused array)
-    rows = np.asarray(boxes, np.float32).reshape(-1, 4).tolist()
+    rows = _float32_rows(boxes, 4)
     n = len(rows)
     t = [int(v) for v in t_us]
     if len(t) != n:
@@ -178,17 +178,32 @@ def boxes_to_array_msg(t_us, boxes, msg, *, source: int, frame_id: str = "", sco
     valid = [_usable(r) for r in rows]
     zero = [0.0] * 4
     rows = [r if ok else zero for r, ok in zip(rows, valid)]
-    vel = [(0.0, 0.0)] * n if velocities is None else np.asarray(velocities, np.float32).reshape(n, 2).tolist()
+    vel = [(0.0, 0.0)] * n if velocities is None else _float32_rows(velocities, 2)
+    if len(vel) != n:
+        raise ValueError(f"{len(vel)} velocities for {n} boxes")
     vel = [v if ok and math.isfinite(v[0]) and math.isfinite(v[1]) else (0.0, 0.0) for v, ok in zip(vel, valid)]
     us_to_stamp(t[-1] if n else 0, msg.header.stamp)
     msg.header.frame_id = frame_id
     msg.source = int(source)
     msg.t_us = array("q", t)
     msg.x, msg.y, msg.w, msg.h = (array("f", [r[i] for r in rows]) for i in range(4))
-    msg.score = array("f", [1.0] * n if scores is None else np.asarray(scores, np.float32).reshape(n).tolist())
+    msg.score = array("f", [1.0] * n if scores is None else [float(v) for v in scores])
+    if len(msg.score) != n:
+        raise ValueError(f"{len(msg.score)} scores for {n} boxes")
     msg.vx, msg.vy = array("f", [v[0] for v in vel]), array("f", [v[1] for v in vel])
     msg.valid = valid
     return msg
+
+
+def _float32_rows(rows, k: int) -> list:
+    """``[N, k]`` numbers (an array, or a sequence of rows: lists, tuples, arrays) -> a list
+    of ``N`` lists of float32-valued Python floats."""
+    if isinstance(rows, np.ndarray):
+        return rows.astype(np.float32, copy=False).reshape(-1, k).tolist()
+    flat = array("f", [float(v) for r in rows for v in r]).tolist()
+    if len(flat) % k:
+        raise ValueError(f"expected rows of {k} numbers, got {len(flat)} numbers")
+    return [flat[i:i + k] for i in range(0, len(flat), k)]
 
 
 class BoxBatch(NamedTuple):
@@ -199,24 +214,57 @@ class BoxBatch(NamedTuple):
     bad: int                  # boxes marked valid that were non-finite or sizeless (now NaN)
 
 
-def array_msg_to_boxes(msg) -> BoxBatch:
-    """``dashnet_ros/TrackedBoxArray`` (rclpy or rosbags) -> :class:`BoxBatch`; boxes not
-    valid, non-finite or sizeless come back NaN with velocity 0.  Raises
-    :class:`MessageError` when the arrays' lengths differ."""
-    t = np.asarray(msg.t_us, np.int64).reshape(-1)
-    cols = [np.asarray(getattr(msg, f), np.float32).reshape(-1) for f in _ARRAY_FLOATS]
-    valid = np.asarray(msg.valid, bool).reshape(-1)
+class BoxRows(NamedTuple):
+    t_us: list                # int [N]
+    boxes: list               # [N] lists [x, y, w, h] of float32-valued floats, NaN where there is no box
+    scores: list              # float [N]
+    velocities: list          # [N] lists [vx, vy] px/s, 0 where unknown
+    bad: int                  # boxes marked valid that were non-finite or sizeless (now NaN)
+
+
+_NAN4 = [math.nan] * 4
+
+
+def array_msg_rows(msg) -> BoxRows:
+    """``dashnet_ros/TrackedBoxArray`` (rclpy or rosbags) -> :class:`BoxRows` of Python
+    lists (for the nodes that handle one array per event packet: a handful of boxes,
+    where numpy's per-call cost would be most of the work); boxes not valid, non-finite or
+    sizeless come back NaN with velocity 0.  Raises :class:`MessageError` when the arrays'
+    lengths differ."""
+    t = [int(v) for v in msg.t_us]
+    cols = [getattr(msg, f) for f in _ARRAY_FLOATS]
+    cols = [c.tolist() if hasattr(c, "tolist") else list(c) for c in cols]
+    valid = [bool(v) for v in msg.valid]
     n = len(t)
     if any(len(c) != n for c in cols) or len(valid) != n:
         lengths = dict(t_us=n, valid=len(valid), **{f: len(c) for f, c in zip(_ARRAY_FLOATS, cols)})
         raise MessageError(f"TrackedBoxArray arrays differ in length: {lengths}")
-    boxes = np.stack(cols[:4], 1)
-    vel = np.stack(cols[5:], 1)
-    with np.errstate(invalid="ignore"):
-        ok = valid & np.isfinite(boxes).all(1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-    boxes[~ok] = np.nan
-    vel[~(ok[:, None] & np.isfinite(vel))] = 0
-    return BoxBatch(t, boxes, cols[4], vel, int(np.count_nonzero(valid & ~ok)))
+    x, y, w, h, score, vx, vy = cols
+    boxes, vel, bad = [], [], 0
+    for i in range(n):
+        b = [x[i], y[i], w[i], h[i]]
+        if not _usable(b):
+            bad += valid[i]
+            boxes.append(list(_NAN4))
+            vel.append([0.0, 0.0])
+        elif not valid[i]:
+            boxes.append(list(_NAN4))
+            vel.append([0.0, 0.0])
+        else:
+            boxes.append(b)
+            v = [vx[i], vy[i]]
+            vel.append(v if math.isfinite(v[0]) and math.isfinite(v[1]) else [0.0, 0.0])
+    return BoxRows(t, boxes, score, vel, bad)
+
+
+def array_msg_to_boxes(msg) -> BoxBatch:
+    """``dashnet_ros/TrackedBoxArray`` (rclpy or rosbags) -> :class:`BoxBatch` (numpy):
+    :func:`array_msg_rows` as arrays."""
+    r = array_msg_rows(msg)
+    n = len(r.t_us)
+    return BoxBatch(np.array(r.t_us, np.int64).reshape(n), np.array(r.boxes, np.float32).reshape(n, 4),
+                    np.array(r.scores, np.float32).reshape(n), np.array(r.velocities, np.float32).reshape(n, 2),
+                    r.bad)
 
 
 def pack_boxes(boxes, msg):
@@ -282,7 +330,9 @@ def msg_to_box(msg) -> tuple[int, np.ndarray]:
 __all__ = [
     "EVENT_DTYPE",
     "BoxBatch",
+    "BoxRows",
     "MessageError",
+    "array_msg_rows",
     "array_msg_to_boxes",
     "box_batch",
     "boxes_to_array_msg",

@@ -200,14 +200,15 @@ def run_fast_node(factory, args=None) -> int:
     return run_node(factory, args, executor_factory=events_executor)
 
 
-def read_box_array(msg, warn, key: str, what: str):
-    """A received ``TrackedBoxArray`` as a :class:`~dashnet_ros.io.ros_msgs.BoxBatch`, or
-    None (ragged arrays); problems go to the rate-limited ``warn`` under ``key``, naming
+def read_box_array(msg, warn, key: str, what: str, rows: bool = False):
+    """A received ``TrackedBoxArray`` as a :class:`~dashnet_ros.io.ros_msgs.BoxBatch`
+    (``rows``: as :class:`~dashnet_ros.io.ros_msgs.BoxRows` of Python lists), or None
+    (ragged arrays); problems go to the rate-limited ``warn`` under ``key``, naming
     ``what`` the boxes are (e.g. "SNN box")."""
     from ..io import ros_msgs as rm
 
     try:
-        batch = rm.array_msg_to_boxes(msg)
+        batch = rm.array_msg_rows(msg) if rows else rm.array_msg_to_boxes(msg)
     except rm.MessageError as e:
         warn(key, f"bad {what} array ({e}); dropped")
         return None
@@ -218,7 +219,8 @@ def read_box_array(msg, warn, key: str, what: str):
 
 def box_array(t_us, boxes, source: int, frame_id: str, scores=None, velocities=None):
     """The ``TrackedBoxArray`` of ``N`` boxes (``t_us [N]``, ``boxes [N, 4]``, NaN or
-    sizeless = not valid; ``scores [N]``; ``velocities [N, 2]`` px/s)."""
+    sizeless = not valid; ``scores [N]``; ``velocities [N, 2]`` px/s).  A new message each
+    time: an in-process replay (:mod:`dashnet_ros.io.bags`) keeps the published objects."""
     from ..io import ros_msgs as rm
     from ..msg import TrackedBoxArray
 

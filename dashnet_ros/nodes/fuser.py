@@ -115,13 +115,12 @@ class FuserNode(Node):
 
     def _on_snn(self, msg) -> None:
         t_us, box = self._box(msg, "snn")
-        self._publish([self._fuse(t_us, box, rm.msg_to_velocity(msg))], msg.header.frame_id)
+        self._publish([self._fuse(t_us, box.tolist(), rm.msg_to_velocity(msg))], msg.header.frame_id)
 
     def _on_snn_array(self, msg) -> None:
-        batch = read_box_array(msg, self.warn, "bad_snn", "SNN box")
-        if batch is not None and len(batch.t_us):
-            vel = batch.velocities.tolist()
-            self._publish([self._fuse(int(t), b, v) for t, b, v in zip(batch.t_us.tolist(), batch.boxes, vel)],
+        rows = read_box_array(msg, self.warn, "bad_snn", "SNN box", rows=True)
+        if rows is not None and rows.t_us:
+            self._publish([self._fuse(t, b, v) for t, b, v in zip(rows.t_us, rows.boxes, rows.velocities)],
                           msg.header.frame_id)
 
     def _publish(self, fused, frame_id: str) -> None:
@@ -143,8 +142,9 @@ class FuserNode(Node):
                 self.ann_fresh = False
         self.n_out += len(fused)
 
-    def _fuse(self, t_us: int, box, vel):
-        """One SNN box -> ``(t_us, fused box, SNN weight, SNN velocity)`` (eq. 7-9)."""
+    def _fuse(self, t_us: int, box: list, vel):
+        """One SNN box (``[x, y, w, h]`` float32-valued floats, NaN = none) -> ``(t_us, fused
+        box, SNN weight, SNN velocity)`` (eq. 7-9)."""
         dt_us = t_us - self.last_snn_t if self.last_snn_t is not None else 0
         motion = (vel[0] * dt_us * 1e-6, vel[1] * dt_us * 1e-6) if 0 < dt_us <= self.max_motion_gap_us else (0.0, 0.0)
         if self.last_snn_t is not None and t_us < self.last_snn_t:
@@ -163,7 +163,7 @@ class FuserNode(Node):
             self.get_logger().warning(f"no ANN box for {(t_us - ref) / 1e6:.3f} s of sensor time: publishing "
                                       "SNN-only boxes")
             self._publish_diagnostics()
-        fused = self.tcf.fuse(t_us, box, motion_px=motion)
+        fused = self.tcf.fuse_row(t_us, box, motion)
         return t_us, fused, self.tcf.last_weight, vel
 
     def _publish_diagnostics(self) -> None:
