@@ -76,6 +76,7 @@ import subprocess
 import sys
 import threading
 import time
+from array import array
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +103,15 @@ def _atomic_json(path: Path, data) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, default=_jsonable))
     os.replace(tmp, path)
+
+
+def _freeze_heap() -> None:
+    """The player and the probe as the nodes (:func:`dashnet_ros.nodes.common.freeze_heap`):
+    what exists now is kept out of later garbage collections."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _jsonable(v):
@@ -323,6 +333,7 @@ def play(argv) -> int:
             return 1
         time.sleep(0.1)
     time.sleep(0.5)
+    _freeze_heap()
     print("READY", flush=True)
     log_end, log_ns, log_seg = [], [], []
     k, loop = 0, 0
@@ -371,6 +382,35 @@ def play(argv) -> int:
 
 # --------------------------------------------------------------------------- probe
 
+class Arrivals:
+    """``(arrival ns, stamps)`` of received messages in flat int64 arrays: no Python object
+    per message, so the bench process's garbage collector never walks a growing list (a
+    full collection over one stalled the probe for ~100 ms, measured, and showed up as
+    graph latency)."""
+
+    def __init__(self):
+        self.msg_ns, self.counts, self.stamps = array("q"), array("q"), array("q")
+        self.lock = threading.Lock()   # the probe's thread appends while the main thread reads
+
+    def add(self, t_ns: int, stamps) -> None:
+        with self.lock:
+            self.msg_ns.append(t_ns)
+            self.counts.append(len(stamps))
+            self.stamps.extend(stamps)
+
+    def __len__(self) -> int:
+        return len(self.msg_ns)
+
+    def between(self, a_ns: int, b_ns: int):
+        """``(arrival ns per stamp, stamps, messages)`` of the messages received in [a, b]."""
+        with self.lock:   # copies: a buffer exported to numpy would forbid the next append
+            t, n, st = (np.array(x, np.int64) for x in (self.msg_ns, self.counts, self.stamps))
+        per_stamp = np.repeat(t, n)
+        keep = (per_stamp >= a_ns) & (per_stamp <= b_ns)
+        msgs = int(np.count_nonzero((t >= a_ns) & (t <= b_ns)))
+        return per_stamp[keep].copy(), st[keep].copy(), msgs
+
+
 class Probe:
     """Subscriptions of the measurement, spun by an EventsExecutor in a thread."""
 
@@ -383,13 +423,13 @@ class Probe:
         from dashnet_ros.nodes.common import sensor_qos
 
         self.node = Node("bench_probe", context=ctx)
-        self.fused = []           # (arrival ns, [stamps us])
+        self.fused = Arrivals()   # arrival ns, stamps us
         self.diag = []            # (arrival ns, {name: {key: value}})
-        self.events = []          # (arrival ns, end_us)
+        self.events = Arrivals()  # arrival ns, end_us
         self.fused_topic = None
         if with_events:
             self.node.create_subscription(EventPacket, graph.TOPIC_EVENTS,
-                                          lambda m: self.events.append((time.time_ns(), m.end_us)),
+                                          lambda m: self.events.add(time.time_ns(), (m.end_us,)),
                                           sensor_qos(depth=1000))
         self.node.create_subscription(DiagnosticArray, graph.TOPIC_DIAGNOSTICS, self._on_diag, 100)
         try:  # ~3x less CPU per message than the SingleThreadedExecutor (see nodes/snn_tracker.py)
@@ -431,12 +471,12 @@ class Probe:
         if self.node.count_publishers(arrays):
             self.node.create_subscription(
                 TrackedBoxArray, arrays,
-                lambda m: self.fused.append((time.time_ns(), list(m.t_us))), 1000)
+                lambda m: self.fused.add(time.time_ns(), m.t_us), 1000)
             self.fused_topic = arrays
         else:
             self.node.create_subscription(
                 TrackedBox, graph.TOPIC_FUSED_BOX,
-                lambda m: self.fused.append((time.time_ns(), [self._stamp(m)])), 1000)
+                lambda m: self.fused.add(time.time_ns(), (self._stamp(m),)), 1000)
             self.fused_topic = graph.TOPIC_FUSED_BOX
         return self.fused_topic
 
@@ -463,13 +503,11 @@ def snn_counts_at(diag, t_ns):
 def analyse(probe, a_ns, b_ns, factor, window_us, cpu_a, cpu_b, pub_end=None, pub_ns=None) -> dict:
     """Numbers of one measured interval [a_ns, b_ns] (wall, time.time_ns)."""
     dur_s = (b_ns - a_ns) / 1e9
-    arr = [(t, s) for t, s in probe.fused if a_ns <= t <= b_ns]
-    stamps = np.array([x for _, s in arr for x in s], np.int64)
-    arrivals = np.array([t for t, s in arr for _ in s], np.int64)
+    arrivals, stamps, n_msgs = probe.fused.between(a_ns, b_ns)
     expected = factor * 1e6 / window_us
     r = {"realtime_factor": factor, "measured_wall_s": round(dur_s, 3), "sensor_rate_boxes_per_s": expected,
-         "fused_boxes": int(len(stamps)), "fused_messages": len(arr),
-         "fused_boxes_per_s": len(stamps) / dur_s, "fused_messages_per_s": len(arr) / dur_s}
+         "fused_boxes": int(len(stamps)), "fused_messages": n_msgs,
+         "fused_boxes_per_s": len(stamps) / dur_s, "fused_messages_per_s": n_msgs / dur_s}
     if len(stamps) > 1:
         d = np.diff(stamps)
         fwd = d[d > 0]
@@ -477,9 +515,8 @@ def analyse(probe, a_ns, b_ns, factor, window_us, cpu_a, cpu_b, pub_end=None, pu
         r["duplicate_or_backward"] = int(np.sum(d <= 0))
         r["sensor_time_per_wall_time"] = (stamps[-1] - stamps[0]) / 1e6 / dur_s
     # latency: fused arrival - publish (player) or arrival (probe) of the packet completing the window
-    if pub_end is None and probe.events:
-        ev = np.array(probe.events, np.int64)
-        pub_end, pub_ns = ev[:, 1], ev[:, 0]
+    if pub_end is None and len(probe.events):
+        pub_ns, pub_end, _ = probe.events.between(0, 2**62)
         r["latency_reference"] = "event packet arrival at the probe"
     else:
         r["latency_reference"] = "player's wall clock just before publishing the event packet"
@@ -805,8 +842,10 @@ def main(argv=None) -> int:
               f"per CPU s)", flush=True)
     print(HEADER, flush=True)
     if a.sensor == "replay":
+        _freeze_heap()
         runs = run_replay(a, w, clip_path, log_dir)
     else:
+        _freeze_heap()
         runs = run_simulator(a, w, log_dir)
     info["runs"] = runs
     up = [r for r in runs if r["keeps_up"]]

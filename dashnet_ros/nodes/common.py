@@ -135,6 +135,17 @@ def spin_until(executor, stop: threading.Event, deadline_s: float | None = None)
         executor.spin_once(timeout_sec=0.1)
 
 
+def freeze_heap() -> None:
+    """Move every object alive now (the imports: torch alone brings ~250,000) out of the
+    garbage collector's reach (``gc.freeze``), so a later full collection walks only what
+    the node made since.  Measured in snn_tracker: a full collection took 80-120 ms with
+    them, a stall that queues ~50 event packets at 1 kHz."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def run_node(factory, args=None, executor_factory=None) -> int:
     """Init rclpy, build the node with ``factory()``, spin until Ctrl-C / SIGTERM, then
     call the node's ``close()`` (if any) and shut down cleanly.
@@ -158,6 +169,7 @@ def run_node(factory, args=None, executor_factory=None) -> int:
             if executor is None:
                 executor = SingleThreadedExecutor()
             executor.add_node(node)
+            freeze_heap()
             spin_until(executor, signals.stop)
         except (ParameterError, FileNotFoundError, ValueError) as e:
             name = node.get_name() if node is not None else getattr(factory, "__name__", "node")
