@@ -232,7 +232,11 @@ def track_windows(t_us, x, y, p, t0_us, window_us, k, t, h, w, ref, scale, min_s
         last_region[:] = region
         r0, r1, r2, r3 = np.float64(region[0]), np.float64(region[1]), np.float64(region[2]), np.float64(region[3])
         a = t0_us + i * window_us
-        network_window(t_us, x, y, p, a, a + window_us, 1, t, np.float32(0.5 - r0), np.float32(w / r2),
+        # this window's events only (sorted by time): the binning then skips nothing
+        j0 = np.searchsorted(t_us, a)
+        j1 = np.searchsorted(t_us, a + window_us)
+        network_window(t_us[j0:j1], x[j0:j1], y[j0:j1], p[j0:j1], a, a + window_us, 1, t,
+                       np.float32(0.5 - r0), np.float32(w / r2),
                        np.float32(0.5 - r1), np.float32(h / r3), h, w, in_pc, weights, starts, out_pos, taps, states,
                        decay, v_th, u_rest, count_scale, ro_weights, ro_biases, nan_when_silent, norm)
         n0, n1, n2, n3 = np.float64(norm[0, 0]), np.float64(norm[0, 1]), np.float64(norm[0, 2]), np.float64(norm[0, 3])
