@@ -41,7 +41,8 @@ import math
 import numpy as np
 from rclpy.node import Node
 
-from ..events import concat_events
+from ..events import concat_events, make_events
+from ..io import ros_msgs as rm
 from ..msg import EventPacket, TrackedBox, TrackedBoxArray
 from .common import (BOX_QOS_DEPTH, Param, RateLimitedWarner, box_array, box_msgs, declare, non_negative, one_of,
                      positive, read_box_array, run_fast_node, sensor_qos)
@@ -146,8 +147,6 @@ class InitialBox:
             self.sub = self.node.create_subscription(TrackedBox, "~/ground_truth", self._on_ground_truth, 10)
 
     def _on_ground_truth(self, msg) -> None:
-        from ..io import ros_msgs as rm
-
         if self.sub is None or self.pending is not None:
             return
         t_us, box = rm.msg_to_box(msg)
@@ -240,6 +239,9 @@ class SNNTrackerNode(Node):
                                           window_us=p["window_us"] or None, windows_per_call=p["windows_per_call"],
                                           engine=p["engine"], reset_jump=p["reset_jump"])
         setup_torch(self.runner, p["threads"], p["device"])
+        # the packet check's compiled pass is loaded now, not when the first packet waits for it
+        rm.msg_to_events(rm.events_to_msg(make_events([0], [0], [0], [1]), EventPacket(), width=1, height=1,
+                                          t0_us=0, t1_us=1))
         self.window_us = self.runner.window_us
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
@@ -271,8 +273,6 @@ class SNNTrackerNode(Node):
     # -- inputs ----------------------------------------------------------------------------
     def _on_fused(self, msg) -> bool:
         """A fused box: the next search-region centre if usable; True if it was."""
-        from ..io import ros_msgs as rm
-
         t_us, box = rm.msg_to_box(msg)
         if not np.all(np.isfinite(box)):
             if msg.valid:
@@ -289,8 +289,6 @@ class SNNTrackerNode(Node):
             self.fused, self.fused_new = (int(batch.t_us[ok[-1]]), batch.boxes[ok[-1]]), True
 
     def _on_events(self, msg) -> None:
-        from ..io import ros_msgs as rm
-
         self.counts["packets"] += 1
         try:
             ev = rm.msg_to_events(msg)
