@@ -170,8 +170,8 @@ def boxes_to_array_msg(t_us, boxes, msg, *, source: int, frame_id: str = "", sco
     ``velocities [N, 2]`` centre px/s (default, non-finite or invalid box: 0).
     ``header.stamp`` = the last box's instant."""
     # Python lists, not numpy: a batch holds a handful of boxes, where numpy's per-call
-    # overhead would dominate (this runs for every SNN and fused array: ~35 µs hot for 4
-    # boxes, several times that right after the process woke up)
+    # overhead would dominate (this runs for every SNN and fused array, usually right after
+    # the process woke up, when everything costs several times its figure in a hot loop)
     flat = _float32_flat(boxes)
     n = len(flat) // 4
     if len(flat) != 4 * n:
