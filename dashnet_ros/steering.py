@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
-import numpy as np
 
 LEFT, CENTER, RIGHT, NOT_VISIBLE = "left", "center", "right", "not_visible"
 DECISIONS = (LEFT, CENTER, RIGHT, NOT_VISIBLE)
@@ -94,16 +93,27 @@ class Command:
 STOP = Command(0.0, 0.0, NOT_VISIBLE)
 
 
+def _box4(box) -> list:
+    """``(x, y, w, h)`` as four Python floats (the law runs for every fused box it gets:
+    plain floats, no numpy per call)."""
+    b = box.tolist() if hasattr(box, "tolist") else list(box)
+    if len(b) == 1 and hasattr(b[0], "__len__"):
+        b = list(b[0])
+    if len(b) != 4:
+        raise ValueError(f"a box is 4 numbers (x, y, w, h), got {len(b)}")
+    return [float(v) for v in b]
+
+
 def bearing_rad(box, fx_px: float, cx_px: float) -> float:
     """Horizontal angle of the box centre from the optical axis (positive = right)."""
-    b = np.asarray(box, dtype=np.float64).reshape(4)
+    b = _box4(box)
     return math.atan((b[0] + b[2] / 2.0 - cx_px) / fx_px)
 
 
 def decision(box, width: int, center_fraction: float = 1.0 / 3.0) -> str:
     """PRED18 decision for a box: which band of the image its centre is in."""
-    b = np.asarray(box, dtype=np.float64).reshape(4)
-    if not np.all(np.isfinite(b)):
+    b = _box4(box)
+    if not all(map(math.isfinite, b)):
         return NOT_VISIBLE
     u = b[0] + b[2] / 2.0
     lo = width * (1.0 - center_fraction) / 2.0
@@ -111,13 +121,17 @@ def decision(box, width: int, center_fraction: float = 1.0 / 3.0) -> str:
     return LEFT if u < lo else RIGHT if u > hi else CENTER
 
 
+def _usable(b: list) -> bool:
+    return all(map(math.isfinite, b)) and b[2] > 0 and b[3] > 0
+
+
 def command_for_box(box, cfg: SteeringConfig) -> Command:
     """The command for one valid box (see the module doc for the law)."""
-    b = np.asarray(box, dtype=np.float64).reshape(4)
-    if not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
+    b = _box4(box)
+    if not _usable(b):
         return STOP
     beta = bearing_rad(b, cfg.fx, cfg.cx)
-    omega = float(np.clip(-cfg.k_turn * beta, -cfg.max_angular_radps, cfg.max_angular_radps))
+    omega = min(max(-cfg.k_turn * beta, -cfg.max_angular_radps), cfg.max_angular_radps)
     fill = max(b[2] / cfg.width, b[3] / cfg.height)
     approach = min(max(1.0 - fill / cfg.target_fill, 0.0), 1.0)
     v = cfg.max_linear_mps * approach * max(math.cos(beta), 0.0) ** 2
@@ -143,8 +157,8 @@ class SteeringLaw:
 
     def update(self, t_us: int, box) -> Command:
         """Command for a box at sensor time ``t_us`` (NaN box = no estimate)."""
-        b = np.asarray(box, dtype=np.float64).reshape(4)
-        if np.all(np.isfinite(b)) and b[2] > 0 and b[3] > 0:
+        b = _box4(box)
+        if _usable(b):
             self.last_valid_t_us = int(t_us)
             self.last = command_for_box(b, self.cfg)
             return self.last
