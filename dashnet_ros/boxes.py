@@ -5,7 +5,15 @@ other module can use one convention.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def usable(b) -> bool:
+    """A box ``[x, y, w, h]`` (four Python floats) that describes a target: finite, with a
+    positive size.  (Plain floats: this runs for every box the nodes send or read.)"""
+    return b[2] > 0 and b[3] > 0 and all(map(math.isfinite, b))
 
 
 def as_box(b) -> np.ndarray:

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
+from .boxes import usable
 
 LEFT, CENTER, RIGHT, NOT_VISIBLE = "left", "center", "right", "not_visible"
 DECISIONS = (LEFT, CENTER, RIGHT, NOT_VISIBLE)
@@ -121,14 +122,10 @@ def decision(box, width: int, center_fraction: float = 1.0 / 3.0) -> str:
     return LEFT if u < lo else RIGHT if u > hi else CENTER
 
 
-def _usable(b: list) -> bool:
-    return all(map(math.isfinite, b)) and b[2] > 0 and b[3] > 0
-
-
 def command_for_box(box, cfg: SteeringConfig) -> Command:
     """The command for one valid box (see the module doc for the law)."""
     b = _box4(box)
-    if not _usable(b):
+    if not usable(b):
         return STOP
     beta = bearing_rad(b, cfg.fx, cfg.cx)
     omega = min(max(-cfg.k_turn * beta, -cfg.max_angular_radps), cfg.max_angular_radps)
@@ -158,7 +155,7 @@ class SteeringLaw:
     def update(self, t_us: int, box) -> Command:
         """Command for a box at sensor time ``t_us`` (NaN box = no estimate)."""
         b = _box4(box)
-        if _usable(b):
+        if usable(b):
             self.last_valid_t_us = int(t_us)
             self.last = command_for_box(b, self.cfg)
             return self.last

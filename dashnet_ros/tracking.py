@@ -33,6 +33,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+from .boxes import usable
 from .davis.frames import ApsFrame, EventBatch
 from .events import concat_events, empty_events
 from .fusion.tcf import TCF
@@ -72,7 +73,7 @@ def sane_box(box, width: int, height: int) -> Optional[np.ndarray]:
     """A usable reference box (what the runners re-centre on; the snn_tracker node too): finite, positive size (clamped to [2 px, frame]), centre kept
     within the frame; None otherwise.  (Plain float arithmetic: this runs per SNN window.)"""
     b = np.asarray(box).reshape(4).tolist()
-    if not all(math.isfinite(v) for v in b) or b[2] <= 0 or b[3] <= 0:
+    if not usable(b):
         return None
     w = min(max(b[2], 2.0), float(width))
     h = min(max(b[3], 2.0), float(height))

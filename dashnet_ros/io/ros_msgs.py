@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..boxes import usable
 from ..events import EVENT_DTYPE, from_buffer, to_bytes
 from ..events import check as check_events
 
@@ -132,18 +133,13 @@ def msg_to_events(msg) -> np.ndarray:
     return ev
 
 
-def _usable(b) -> bool:
-    """A box ``[x, y, w, h]`` (Python floats) that is sent as valid: finite, with a size."""
-    return b[2] > 0 and b[3] > 0 and all(map(math.isfinite, b))
-
-
 def box_to_msg(box, msg, *, t_us: int, source: int, score: float = 1.0, frame_id: str = "",
                velocity=None):
     """Fill a ``dashnet_ros/TrackedBox`` (in place, returns msg); a NaN or sizeless box ->
     valid = False (as :func:`msg_to_box` reads it).  ``velocity``: ``(vx, vy)`` of the
     centre in px/s (None or non-finite: 0, 0)."""
     b = np.asarray(box, dtype=np.float32).reshape(4).tolist()   # Python floats: this runs per SNN window
-    valid = _usable(b)
+    valid = usable(b)
     us_to_stamp(t_us, msg.header.stamp)
     msg.header.frame_id = frame_id
     msg.x, msg.y, msg.w, msg.h = b if valid else (0.0, 0.0, 0.0, 0.0)
@@ -180,8 +176,7 @@ def boxes_to_array_msg(t_us, boxes, msg, *, source: int, frame_id: str = "", sco
     if len(t) != n:
         raise ValueError(f"{len(t)} stamps for {n} boxes")
     xs, ys, ws, hs = flat[0::4], flat[1::4], flat[2::4], flat[3::4]
-    # valid: sized and finite (the sum of four finite float32 values is finite)
-    valid = [w > 0 and h > 0 and isfinite(x + y + w + h) for x, y, w, h in zip(xs, ys, ws, hs)]
+    valid = [usable(b) for b in zip(xs, ys, ws, hs)]
     if not all(valid):
         xs, ys, ws, hs = ([v if ok else 0.0 for v, ok in zip(c, valid)] for c in (xs, ys, ws, hs))
     if velocities is None:
@@ -253,17 +248,15 @@ def array_msg_rows(msg) -> BoxRows:
     boxes, vel, bad = [], [], 0
     for i in range(n):
         b = [x[i], y[i], w[i], h[i]]
-        if not _usable(b):
-            bad += valid[i]
-            boxes.append(list(_NAN4))
-            vel.append([0.0, 0.0])
-        elif not valid[i]:
-            boxes.append(list(_NAN4))
-            vel.append([0.0, 0.0])
-        else:
+        ok = usable(b)
+        bad += valid[i] and not ok
+        if valid[i] and ok:
             boxes.append(b)
             v = [vx[i], vy[i]]
-            vel.append(v if math.isfinite(v[0]) and math.isfinite(v[1]) else [0.0, 0.0])
+            vel.append(v if isfinite(v[0]) and isfinite(v[1]) else [0.0, 0.0])
+        else:
+            boxes.append(list(_NAN4))
+            vel.append([0.0, 0.0])
     return BoxRows(t, boxes, score, vel, bad)
 
 
