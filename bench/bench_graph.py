@@ -105,15 +105,6 @@ def _atomic_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def _freeze_heap() -> None:
-    """The player and the probe as the nodes (:func:`dashnet_ros.nodes.common.freeze_heap`):
-    what exists now is kept out of later garbage collections."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-
-
 def _jsonable(v):
     if isinstance(v, (np.integer,)):
         return int(v)
@@ -306,7 +297,7 @@ def play(argv) -> int:
     from dashnet_ros import graph
     from dashnet_ros.io import ros_msgs as rm
     from dashnet_ros.msg import EventPacket, TrackedBox
-    from dashnet_ros.nodes.common import sensor_qos
+    from dashnet_ros.nodes.common import freeze_heap, sensor_qos
     from dashnet_ros.nodes.davis_simulator import _camera_info
     from dashnet_ros.timing import Pacer
 
@@ -333,7 +324,7 @@ def play(argv) -> int:
             return 1
         time.sleep(0.1)
     time.sleep(0.5)
-    _freeze_heap()
+    freeze_heap()   # as the nodes: what exists now stays out of later collections
     print("READY", flush=True)
     log_end, log_ns, log_seg = [], [], []
     k, loop = 0, 0
@@ -841,11 +832,12 @@ def main(argv=None) -> int:
               f"{peer['cpu_us_per_fused_box']:.0f} us CPU per box ({peer['realtime_factor_cpu']:.2f}x real time "
               f"per CPU s)", flush=True)
     print(HEADER, flush=True)
+    from dashnet_ros.nodes.common import freeze_heap
+
+    freeze_heap()   # the probe, as the nodes (see Arrivals)
     if a.sensor == "replay":
-        _freeze_heap()
         runs = run_replay(a, w, clip_path, log_dir)
     else:
-        _freeze_heap()
         runs = run_simulator(a, w, log_dir)
     info["runs"] = runs
     up = [r for r in runs if r["keeps_up"]]
