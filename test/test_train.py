@@ -170,6 +170,63 @@ def test_snn_training_decreases_loss(train_seq, tmp_path):
     assert cfg["data_recipe"]["train"]["step"] == 30 and cfg["data_recipe"]["train"]["final"]
 
 
+def test_shift_box_moves_by_box_sizes():
+    b = np.array([10, 20, 40, 20], np.float32)
+    s = tsnn.shift_box(b, (0.5, -0.25, 0.0))
+    np.testing.assert_allclose(s, [30, 15, 40, 20])
+    s = tsnn.shift_box(b, (0.0, 0.0, 1.0))                  # sides doubled about the centre
+    np.testing.assert_allclose(s, [-10, 10, 80, 40])
+    assert tsnn.shift_box(b, (0, 0, -5.0))[2] == pytest.approx(4.0)   # scale floored at 0.1
+
+
+def test_snn_ref_offset_is_kept_over_a_clip(train_seq):
+    """With ``ref_offset`` every ground-truth-made reference of a clip sits at the same offset
+    from the target (not a fresh draw per window): the reference IoU drops, and without
+    per-window noise the offset in box sizes is the same in every window."""
+    ev_seq, _ = train_seq
+    m = SpikingTracker.from_preset("fast")
+    tsnn.init_readout(m, SNN_P)
+    clips = SNNSampler([ev_seq], SNN_P, n_windows=4, seed=2).clips(6)
+    seen = []
+    import dashnet_ros.train.snn as mod
+    real = mod.snn_window_input
+
+    def spy(ev, t0, t1, ref, preset, hw):
+        seen.append(np.array(ref, np.float64))
+        return real(ev, t0, t1, ref, preset, hw)
+
+    mod.snn_window_input = spy
+    try:
+        with torch.no_grad():
+            _, st0 = tsnn.rollout_loss(m, clips, SNN_P, np.random.default_rng(0), 0.0, 0.0, 0)
+            seen.clear()
+            _, st1 = tsnn.rollout_loss(m, clips, SNN_P, np.random.default_rng(0), 0.0, 0.0, 0, ref_offset=0.3)
+    finally:
+        mod.snn_window_input = real
+    assert st0["ref_iou"] > 0.99 and st1["ref_iou"] < 0.9
+    refs = np.stack(seen).reshape(4, 6, 4)       # [window, clip, box]
+    gts = np.stack([[c.gt[k] for c in clips] for k in range(4)])
+    off = ((refs[..., 0] + refs[..., 2] / 2) - (gts[..., 0] + gts[..., 2] / 2)) / gts[..., 2]
+    assert np.abs(off).max() > 0.05
+    np.testing.assert_allclose(off, np.broadcast_to(off[0], off.shape), atol=1e-4)
+
+
+def test_snn_init_starts_from_a_checkpoint(train_seq, tmp_path):
+    ev_seq, _ = train_seq
+    src = str(tmp_path / "src.pt")
+    tsnn.train([ev_seq], src, steps=2, batch=2, windows=3, burn_in=0, threads=1, pool=1)
+    base, _ = load_checkpoint(src, kind="snn")
+    out = str(tmp_path / "ft.pt")
+    tsnn.train([ev_seq], out, steps=1, batch=2, windows=3, burn_in=0, lr=1e-12, lam=0.0, threads=1, pool=1,
+               init=src, ref_offset=0.2)
+    ft, cfg = load_checkpoint(out, kind="snn")
+    for a, b in zip(base.state_dict().values(), ft.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-8, rtol=0)
+    assert cfg["data_recipe"]["train"]["init"] == "src.pt" and cfg["data_recipe"]["train"]["ref_offset"] == 0.2
+    with pytest.raises(ValueError, match="ref_offset"):
+        tsnn.train([ev_seq], out, steps=1, ref_offset=-1.0, threads=1, pool=1)
+
+
 def test_ann_training_decreases_loss(train_seq, tmp_path):
     _, fr = train_seq
 

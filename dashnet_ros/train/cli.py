@@ -50,6 +50,11 @@ def snn_args(p: argparse.ArgumentParser) -> None:
                    help="first windows of a clip without loss (state warm-up; default %(default)s)")
     p.add_argument("--ref-noise", type=float, default=0.1,
                    help="eq. 12 std of the reference-box shift/scale (default %(default)s)")
+    p.add_argument("--ref-offset", type=float, default=0.0,
+                   help="eq. 12 std of a reference offset drawn once per clip and kept over its "
+                        "windows (a fused box that fell behind; default %(default)s: none)")
+    p.add_argument("--init", metavar="CKPT", default=None,
+                   help="start from this SNN checkpoint's weights (fine-tuning; same architecture)")
     p.add_argument("--self-feed", type=float, default=0.5,
                    help="final share of clips whose reference is the model's own last output "
                         "(scheduled sampling; default %(default)s)")

@@ -41,8 +41,8 @@ from .data import (EventSequence, SNNClip, SNNSampler, data_recipe, list_dataset
 
 log = logging.getLogger(__name__)
 
-OPTION_KEYS = ("preset", "steps", "batch", "lr", "lam", "windows", "ref_noise", "self_feed",
-               "burn_in", "pool", "seed")
+OPTION_KEYS = ("preset", "steps", "batch", "lr", "lam", "windows", "ref_noise", "ref_offset", "self_feed",
+               "burn_in", "pool", "seed", "init")
 
 
 def add_arguments(p) -> None:
@@ -75,9 +75,23 @@ def init_readout(model: SpikingTracker, preset: SNNPreset, weight_scale: float =
         lin.weight.mul_(weight_scale)
 
 
+def shift_box(box, offset) -> np.ndarray:
+    """``box`` moved by ``offset = (beta_x, beta_y, alpha)`` as eq. 12 reads it (centre by
+    ``beta`` box sizes, sides scaled by ``1 + alpha``, at least 0.1)."""
+    b = np.asarray(box, np.float64).reshape(4)
+    cx = b[0] + b[2] / 2 + offset[0] * b[2]
+    cy = b[1] + b[3] / 2 + offset[1] * b[3]
+    s = max(1.0 + offset[2], 0.1)
+    return np.array([cx - b[2] * s / 2, cy - b[3] * s / 2, b[2] * s, b[3] * s], np.float32)
+
+
 def rollout_loss(fwd, clips: List[SNNClip], preset: SNNPreset, rng: np.random.Generator,
-                 p_self: float, ref_noise: float, burn_in: int, device=None):
+                 p_self: float, ref_noise: float, burn_in: int, device=None, ref_offset: float = 0.0):
     """Eq. 4 over a batch of clips, window by window with the state carried (BPTT).
+
+    ``ref_offset``: std of an eq. 12 offset drawn once per clip and kept over its windows
+    (the ground-truth-made references sit that far off the target all clip long, as a
+    fused box that fell behind does, on top of the per-window ``ref_noise``).
 
     Returns ``(loss, stats)``: the mean over windows ``>= burn_in`` of the per-window
     squared box error, and the mean IoU of predictions / references with the ground truth.
@@ -85,7 +99,12 @@ def rollout_loss(fwd, clips: List[SNNClip], preset: SNNPreset, rng: np.random.Ge
     b = len(clips)
     k_all = clips[0].n_windows
     use_self = rng.random(b) < p_self
-    ref = [perturb(c.gt[0], rng, ref_noise) for c in clips]
+    offs = rng.normal(0.0, ref_offset, (b, 3)) if ref_offset > 0 else np.zeros((b, 3))
+
+    def made(i, box):   # a reference made from the ground truth
+        return perturb(shift_box(box, offs[i]) if ref_offset > 0 else box, rng, ref_noise)
+
+    ref = [made(i, c.gt[0]) for i, c in enumerate(clips)]
     state = None
     losses, ious, ref_ious = [], [], []
     for k in range(k_all):
@@ -111,9 +130,9 @@ def rollout_loss(fwd, clips: List[SNNClip], preset: SNNPreset, rng: np.random.Ge
             if use_self[i]:
                 nxt = sanitize_box(pred[i], c.gt[k + 1], c.frame_hw)
                 if iou(nxt, c.gt[k + 1]) < 0.1:
-                    nxt = perturb(c.gt[k + 1], rng, ref_noise)
+                    nxt = made(i, c.gt[k + 1])
             else:
-                nxt = perturb(c.gt[k + 1], rng, ref_noise)
+                nxt = made(i, c.gt[k + 1])
             ref[i] = nxt
     loss = torch.stack(losses).mean()
     return loss, {"iou": float(np.mean(ious)), "ref_iou": float(np.mean(ref_ious))}
@@ -216,11 +235,13 @@ def train(data, out: str, preset: str = "fast", steps: int = 1500, batch: int = 
           lam: float = 1e-5, seed: int = 0, resume: bool = False, device: str = "cpu", threads: int = 1,
           windows: int = 10, burn_in: int = 2, ref_noise: float = 0.1, self_feed: float = 0.5,
           ckpt_every: int = 250, pool: int = 16, quiet: bool = True, progress=None,
-          eval_data=None) -> dict:
+          eval_data=None, ref_offset: float = 0.0, init: Optional[str] = None) -> dict:
     """Train the SNN; returns ``{"step", "loss", "iou", "seconds", "eval"?}``.
 
     ``data``: a directory of dataset files or a list of :class:`EventSequence`;
-    ``progress``: optional callable(n_done, n_total).  See the module doc for the method.
+    ``progress``: optional callable(n_done, n_total).  ``init``: a checkpoint of the same
+    architecture whose weights the run starts from (fine-tuning; ignored on ``resume``).
+    See the module doc for the method.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown SNN preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -229,14 +250,25 @@ def train(data, out: str, preset: str = "fast", steps: int = 1500, batch: int = 
     if not 0 <= burn_in < windows:
         raise ValueError(f"burn_in ({burn_in}) must be in [0, windows={windows})")
     p = PRESETS[preset]
+    if not ref_offset >= 0:
+        raise ValueError(f"ref_offset must be >= 0, got {ref_offset!r}")
     opts = dict(preset=preset, steps=steps, batch=batch, lr=lr, lam=lam, windows=windows,
                 ref_noise=ref_noise, self_feed=self_feed, burn_in=burn_in, pool=pool, seed=seed)
+    if ref_offset:
+        opts["ref_offset"] = ref_offset
+    if init:
+        opts["init"] = os.path.basename(init)
     d = common.setup(device, threads)
     try:
         common.seed_everything(seed)
         sources, recipe = _sources(data)
         model = SpikingTracker.from_preset(preset)
         init_readout(model, p)
+        if init and not resume:
+            from ..models.checkpoint import load_checkpoint
+
+            start_from, _ = load_checkpoint(init, kind="snn", arch=model.arch, in_hw=model.in_hw)
+            model.load_state_dict(start_from.state_dict())
         model = model.to(d.device)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         start = common.load_for_resume(out, model, opt, "snn", opts) if resume else 0
@@ -254,7 +286,8 @@ def train(data, out: str, preset: str = "fast", steps: int = 1500, batch: int = 
                     g["lr"] = common.lr_at(step, steps, lr)
                 p_self = self_feed * min(1.0, step / max(1.0, 0.5 * steps))
                 clips = sampler.clips(batch)
-                loss, st = rollout_loss(fwd, clips, p, sampler.rng, p_self, ref_noise, burn_in, d.device)
+                loss, st = rollout_loss(fwd, clips, p, sampler.rng, p_self, ref_noise, burn_in, d.device,
+                                        ref_offset=ref_offset)
                 total = loss + lam * _weight_l2(model) if lam else loss
                 opt.zero_grad(set_to_none=True)
                 total.backward()
@@ -303,7 +336,8 @@ def run(args) -> int:
                     lam=args.lam, seed=args.seed, resume=args.resume, device=args.device,
                     threads=args.threads, windows=args.windows, burn_in=args.burn_in,
                     ref_noise=args.ref_noise, self_feed=args.self_feed, ckpt_every=args.ckpt_every,
-                    pool=args.pool, quiet=args.quiet, eval_data=args.eval_data)
+                    pool=args.pool, quiet=args.quiet, eval_data=args.eval_data,
+                    ref_offset=args.ref_offset, init=args.init)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     if int(os.environ.get("RANK", "0")) == 0:
