@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dashnet_ros.fusion.attention import attention_channel, attention_mask, latest_before, noisy_box
+from dashnet_ros.fusion.attention import attention_channel, attention_mask, latest_before, noisy_box, shift_box
 
 BOX = (10.0, 8.0, 12.0, 6.0)  # x, y, w, h -> columns 10..21, rows 8..13
 
@@ -59,6 +59,14 @@ def test_noisy_box_statistics_and_units():
     shift_in_widths = (cx - 120.0) / gt[2]
     assert shift_in_widths.std() == pytest.approx(0.1, abs=0.01)
     assert np.array_equal(noisy_box(gt, rng, 0.0, 0.0), gt.astype(np.float32))
+
+
+def test_shift_box_moves_by_box_sizes():
+    b = np.array([10, 20, 40, 20], np.float32)
+    np.testing.assert_allclose(shift_box(b, (0.5, -0.25, 0.0)), [30, 15, 40, 20])
+    np.testing.assert_allclose(shift_box(b, (0.0, 0.0, 1.0)), [-10, 10, 80, 40])   # sides doubled about the centre
+    assert shift_box(b, (0, 0, -5.0))[2] == pytest.approx(4.0)                      # scale floored at 0.1
+    assert np.isnan(shift_box(np.full(4, np.nan), (0.1, 0.1, 0.0))).all()
 
 
 def test_latest_before_is_strict():

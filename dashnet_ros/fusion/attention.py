@@ -70,6 +70,18 @@ def attention_channel(image: np.ndarray, box, sigma: float, mode: str = "border"
     return image.astype(np.float32, copy=False) * m
 
 
+def shift_box(box, offset) -> np.ndarray:
+    """``box`` (x, y, w, h) moved by ``offset = (beta_x, beta_y, alpha)`` as eq. 12 reads
+    it (see :func:`noisy_box`): the centre by ``beta`` box sizes per axis, the sides scaled
+    by ``1 + alpha`` (at least 0.1) about it.  float32 out; a NaN box stays NaN."""
+    b = np.asarray(box, dtype=np.float64).reshape(4)
+    cx = b[0] + b[2] / 2 + offset[0] * b[2]
+    cy = b[1] + b[3] / 2 + offset[1] * b[3]
+    s = max(1.0 + offset[2], 0.1)
+    w, h = b[2] * s, b[3] * s
+    return np.array([cx - w / 2, cy - h / 2, w, h], dtype=np.float32)
+
+
 def noisy_box(gt_box, rng: np.random.Generator, alpha_std: float = 0.1, beta_std: float = 0.1) -> np.ndarray:
     """Training stand-in for the fed-back box (eq. 12): ``h' = (1 + alpha)(a_hat + beta)``.
 
@@ -80,14 +92,9 @@ def noisy_box(gt_box, rng: np.random.Generator, alpha_std: float = 0.1, beta_std
     clipped to >= 0.1).  The paper's ``N(0, 0.1)`` is read as standard deviation 0.1.
     Input and output are ``(x, y, w, h)`` float32; a NaN box stays NaN.
     """
-    b = np.asarray(gt_box, dtype=np.float64).reshape(4)
     alpha = rng.normal(0.0, alpha_std) if alpha_std > 0 else 0.0
     beta = rng.normal(0.0, beta_std, 2) if beta_std > 0 else np.zeros(2)
-    cx = b[0] + b[2] / 2 + beta[0] * b[2]
-    cy = b[1] + b[3] / 2 + beta[1] * b[3]
-    s = max(1.0 + alpha, 0.1)
-    w, h = b[2] * s, b[3] * s
-    return np.array([cx - w / 2, cy - h / 2, w, h], dtype=np.float32)
+    return shift_box(gt_box, (beta[0], beta[1], alpha))
 
 
 def latest_before(times, boxes, t) -> Optional[np.ndarray]:

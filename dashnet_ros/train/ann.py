@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..boxes import iou
+from ..fusion.attention import shift_box
 from ..models.ann import PRESETS, ANNPreset, FrameTracker, ann_loss
 from ..models.arch import region_norm_to_box, weight_l2
 from . import common
@@ -60,12 +61,15 @@ def preset_record(preset, attention: bool) -> dict:
 
 @torch.no_grad()
 def evaluate(model, seqs: Sequence[FrameSequence], preset: ANNPreset, feedback_noise: float = 0.1,
-             seed: int = 0) -> Dict[str, dict]:
+             seed: int = 0, shifts: Sequence[float] = (0.5, 1.0)) -> Dict[str, dict]:
     """Mean IoU over the frames of ``seqs`` (target in view), each sequence tracked by the
     tracker's own :class:`~dashnet_ros.tracking.ANNRunner` from its first ground-truth box,
     with the fed-back box ``"noisy"`` (ground truth + eq. 12 noise), ``"none"`` (no
-    feedback; frame view only), and ``"closed"`` (the runner's own box on the previous
-    frame -- the ANN alone, without the SNN between frames)."""
+    feedback; frame view only), ``"closed"`` (the runner's own box on the previous
+    frame -- the ANN alone, without the SNN between frames), and for each ``d`` in
+    ``shifts`` (search view with attention) ``"shift_<d>"``: the ground truth with its centre
+    moved ``d`` box sizes in a random direction (plus eq. 12 noise of 0.05), the capture
+    range -- how well the ANN finds a target the fused box has fallen behind."""
     from ..tracking import ANNRunner
 
     rng = np.random.default_rng(seed)
@@ -74,6 +78,8 @@ def evaluate(model, seqs: Sequence[FrameSequence], preset: ANNPreset, feedback_n
     model.eval()
     res = {}
     modes = ["noisy", "closed"] + (["none"] if preset.view == "frame" else [])
+    if att and preset.view == "search":
+        modes += [f"shift_{float(d):g}" for d in shifts]
     for mode in modes:
         scores = []
         for s in seqs:
@@ -92,6 +98,9 @@ def evaluate(model, seqs: Sequence[FrameSequence], preset: ANNPreset, feedback_n
                     fb = runner.last_box  # as HybridTracker's mode "ann"
                 elif mode == "none":
                     runner.last_box = None
+                elif mode.startswith("shift_") and valid_box(gt):
+                    d, a = float(mode[6:]), rng.uniform(0.0, 2.0 * np.pi)
+                    fb = perturb(shift_box(gt, (d * np.cos(a), d * np.sin(a), 0.0)), rng, 0.05)
                 box = runner.update(s.images[k], fb if att else None)
                 if valid_box(gt):
                     scores.append(float(iou(np.nan_to_num(box), gt)))

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..boxes import iou
+from ..fusion.attention import shift_box
 from ..models.arch import box_to_region_norm, region_norm_to_box
 from ..models.snn import PRESETS, SNNPreset, SpikingTracker, snn_loss
 from . import common
@@ -73,16 +74,6 @@ def init_readout(model: SpikingTracker, preset: SNNPreset, weight_scale: float =
     with torch.no_grad():
         lin.bias.copy_(torch.tensor([0.5, 0.5, side, side]))
         lin.weight.mul_(weight_scale)
-
-
-def shift_box(box, offset) -> np.ndarray:
-    """``box`` moved by ``offset = (beta_x, beta_y, alpha)`` as eq. 12 reads it (centre by
-    ``beta`` box sizes, sides scaled by ``1 + alpha``, at least 0.1)."""
-    b = np.asarray(box, np.float64).reshape(4)
-    cx = b[0] + b[2] / 2 + offset[0] * b[2]
-    cy = b[1] + b[3] / 2 + offset[1] * b[3]
-    s = max(1.0 + offset[2], 0.1)
-    return np.array([cx - b[2] * s / 2, cy - b[3] * s / 2, b[2] * s, b[3] * s], np.float32)
 
 
 def rollout_loss(fwd, clips: List[SNNClip], preset: SNNPreset, rng: np.random.Generator,
