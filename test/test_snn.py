@@ -1,6 +1,5 @@
 """SNN tracker (eq. 1-4): layer string, shapes, streaming state, BPTT, loss, event binning,
 checkpoints and TorchScript."""
-import os
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Operation counting (Table 4) and the table writers."""
 import json
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

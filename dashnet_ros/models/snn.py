@@ -41,7 +41,6 @@ from torch import nn
 
 from .arch import (
     PAPER_SNN_ARCH,
-    LayerSpec,
     box_regression_loss,
     build_stage_layers,
     check_readout,
