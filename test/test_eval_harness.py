@@ -73,6 +73,17 @@ def test_eval_cli_names_a_missing_input(tmp_path, capsys):
     assert "no such sequence" in capsys.readouterr().err
 
 
+def test_tcf_time_scale_is_passed_to_the_hybrid(setup, tmp_path, capsys):
+    d, seq, w = setup
+    base = run_ours(seq, ["hybrid"], weights=w, interp_factor=1)["hybrid"]["boxes"]
+    same = run_ours(seq, ["hybrid"], weights=w, interp_factor=1, tcf_time_scale_s=0.5 / 30)["hybrid"]["boxes"]
+    other = run_ours(seq, ["hybrid"], weights=w, interp_factor=1, tcf_time_scale_s=0.2)["hybrid"]["boxes"]
+    assert base == same and base[0] == other[0] and base[1] != other[1]
+    assert main(["eval", seq, "--out", str(tmp_path / "o"), "--trackers", "hybrid",
+                 "--tcf-time-scale-s", "nan"]) == 2
+    assert "TCF time scale" in capsys.readouterr().err
+
+
 def test_installed_dashnet_command_runs_peers_in_child_processes(setup, tmp_path):
     """The `dashnet` launcher colcon installs must be import-safe: the peers run in spawned
     children, which re-import the main module."""

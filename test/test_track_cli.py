@@ -71,6 +71,24 @@ def test_missing_weights_and_bad_sequence_are_named(seq_and_weights, tmp_path, c
     assert not os.path.exists(tmp_path / "x")
 
 
+def test_tcf_time_scale_reaches_the_filter(seq_and_weights, tmp_path, capsys):
+    """--tcf-time-scale-s: the default's value given explicitly (1/60 s at 30 Hz APS) changes
+    nothing, another value changes the fused track, a negative one is refused by name.
+    (The shipped weights: the untrained SNN of the fixture is silent, so nothing is fused.)"""
+    seq, snn_w, ann_w = seq_and_weights
+    outs = {}
+    for name, extra in (("default", ()), ("explicit", ("--tcf-time-scale-s", str(0.5 / 30))),
+                        ("long", ("--tcf-time-scale-s", "0.2"))):
+        outs[name] = str(tmp_path / f"{name}.txt")
+        assert main(["track", seq, "--out", outs[name], "--interp-factor", "1", "--threads", "1", *extra]) == 0
+    rd = {k: np.loadtxt(v, delimiter=",") for k, v in outs.items()}
+    np.testing.assert_array_equal(rd["default"], rd["explicit"])
+    assert rd["default"].shape == rd["long"].shape and not np.array_equal(rd["default"], rd["long"])
+    assert _track(seq, snn_w, ann_w, str(tmp_path / "bad.txt"), "--tcf-time-scale-s", "-1") == 2
+    assert "TCF time scale" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "bad.txt")
+
+
 def test_overlay_video_has_one_frame_per_interval(seq_and_weights, tmp_path):
     import cv2
 

@@ -30,7 +30,8 @@ def run(args) -> int:
 
         try:
             doc = evaluate(args.inputs, trackers, args.out, weights=weights, aps_rate_hz=args.aps_rate_hz,
-                           interp_factor=args.interp_factor, progress=progress)
+                           interp_factor=args.interp_factor, progress=progress,
+                           tcf_time_scale_s=args.tcf_time_scale_s)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(str(e)) from None
     with open(f"{args.out}/summary.md") as f:
@@ -52,5 +53,7 @@ def add_parser(sub):
     p.add_argument("--ann-nat-weights")
     p.add_argument("--aps-rate-hz", type=float, default=30.0)
     p.add_argument("--interp-factor", type=int, default=7, choices=[0, 1, 3, 7])
+    p.add_argument("--tcf-time-scale-s", type=float, default=0.0,
+                   help="TCF time scale of eq. 7 in seconds (default 0: half the APS interval, as the fuser node)")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=run)

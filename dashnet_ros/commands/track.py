@@ -29,6 +29,7 @@ def write_track(path: str, t_us: np.ndarray, boxes: np.ndarray, t0_us: int = 0) 
 def run(args) -> int:
     from tqdm import tqdm
 
+    from ..eval.harness import check_tcf_time_scale
     from ..eval.runner import MODE_STREAMS, open_input, track
     from ..tracking import HybridTracker
 
@@ -37,11 +38,13 @@ def run(args) -> int:
     set_threads(args.threads)
     tracker_mode, stream = MODE_STREAMS[args.mode]
     try:
+        check_tcf_time_scale(args.tcf_time_scale_s)
         inp = open_input(args.seq, aps_rate_hz=args.aps_rate_hz, interp_factor=args.interp_factor,
                          dvs_model=args.dvs_model)
         tracker = HybridTracker.from_weights(
             inp.width, inp.height, mode=tracker_mode, snn_preset=args.snn_preset, ann_preset=args.ann_preset,
-            snn_weights=args.snn_weights, ann_weights=args.ann_weights, aps_rate_hz=args.aps_rate_hz)
+            snn_weights=args.snn_weights, ann_weights=args.ann_weights, aps_rate_hz=args.aps_rate_hz,
+            tcf_time_scale_s=args.tcf_time_scale_s or None)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     with tqdm(total=(inp.duration_us or 0) / 1e6, unit="s", desc=f"tracking {inp.name}", leave=False,
@@ -66,6 +69,8 @@ def add_parser(sub):
     p.add_argument("--ann-weights", help="ANN checkpoint (default: the shipped weights of the preset)")
     p.add_argument("--aps-rate-hz", type=float, default=30.0)
     p.add_argument("--interp-factor", type=int, default=7, choices=[0, 1, 3, 7])
+    p.add_argument("--tcf-time-scale-s", type=float, default=0.0,
+                   help="TCF time scale of eq. 7 in seconds (default 0: half the APS interval, as the fuser node)")
     p.add_argument("--dvs-model", default="pixel", choices=["pixel", "paper"])
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.set_defaults(func=run)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 import os
 import time
 import traceback
@@ -96,8 +97,10 @@ def _score_stream(t_us, boxes, gt_t, gt_b, at_outputs: bool) -> dict:
 
 
 def run_ours(seq: str, trackers: Sequence[str], *, weights: Optional[dict] = None, aps_rate_hz: float = 30.0,
-             interp_factor: int = 7, progress: Optional[Callable] = None) -> Dict[str, dict]:
-    """Run the needed pipeline modes once each; score every requested stream."""
+             interp_factor: int = 7, progress: Optional[Callable] = None,
+             tcf_time_scale_s: Optional[float] = None) -> Dict[str, dict]:
+    """Run the needed pipeline modes once each; score every requested stream.
+    ``tcf_time_scale_s``: the TCF's time scale (eq. 7; None or 0: half the APS interval)."""
     from ..tracking import HybridTracker
     from .runner import open_input, track
 
@@ -111,6 +114,7 @@ def run_ours(seq: str, trackers: Sequence[str], *, weights: Optional[dict] = Non
     for mode in modes:
         inp.stream = items
         tracker = HybridTracker.from_weights(inp.width, inp.height, mode=mode, aps_rate_hz=aps_rate_hz,
+                                             tcf_time_scale_s=tcf_time_scale_s or None,
                                              snn_weights=weights.get("snn"),
                                              ann_weights=weights.get("ann_nat" if mode == "ann-nat" else "ann"))
         wall0 = time.perf_counter()
@@ -185,10 +189,20 @@ def run_peers(seq: str, peers: Sequence[str], *, aps_rate_hz: float = 30.0) -> D
     return results
 
 
+def check_tcf_time_scale(time_scale_s: Optional[float]) -> None:
+    """Refuse a TCF time scale that is not a finite number of seconds >= 0 (0: the default)."""
+    if time_scale_s is not None and not (time_scale_s >= 0 and math.isfinite(time_scale_s)):
+        raise ValueError(f"TCF time scale must be a number of seconds > 0 (0 = half the APS interval), "
+                         f"got {time_scale_s!r}")
+
+
 def evaluate(inputs: Sequence[str], trackers: Sequence[str], out_dir: str, *, weights: Optional[dict] = None,
-             aps_rate_hz: float = 30.0, interp_factor: int = 7, progress=None) -> dict:
+             aps_rate_hz: float = 30.0, interp_factor: int = 7, progress=None,
+             tcf_time_scale_s: Optional[float] = None) -> dict:
     """Evaluate every tracker on every sequence; writes ``out_dir/results.json`` (per
-    sequence and averaged), ``summary.md`` and ``success.png``.  Returns the summary dict."""
+    sequence and averaged), ``summary.md`` and ``success.png``.  Returns the summary dict.
+    ``tcf_time_scale_s``: the TCF's time scale (eq. 7; None or 0: half the APS interval)."""
+    check_tcf_time_scale(tcf_time_scale_s)
     seqs = find_sequences(inputs)
     ours = [t for t in trackers if t in _OURS]
     peers = [t for t in trackers if t not in _OURS]
@@ -201,7 +215,8 @@ def evaluate(inputs: Sequence[str], trackers: Sequence[str], out_dir: str, *, we
         try:
             res = {}
             if ours:
-                res.update(run_ours(seq, ours, weights=weights, aps_rate_hz=aps_rate_hz, interp_factor=interp_factor))
+                res.update(run_ours(seq, ours, weights=weights, aps_rate_hz=aps_rate_hz, interp_factor=interp_factor,
+                                    tcf_time_scale_s=tcf_time_scale_s))
             if peers and os.path.isdir(seq):
                 res.update(run_peers(seq, peers, aps_rate_hz=aps_rate_hz))
             per_seq[name] = res
