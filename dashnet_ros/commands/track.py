@@ -44,7 +44,7 @@ def run(args) -> int:
         tracker = HybridTracker.from_weights(
             inp.width, inp.height, mode=tracker_mode, snn_preset=args.snn_preset, ann_preset=args.ann_preset,
             snn_weights=args.snn_weights, ann_weights=args.ann_weights, aps_rate_hz=args.aps_rate_hz,
-            tcf_time_scale_s=args.tcf_time_scale_s or None)
+            tcf_time_scale_s=args.tcf_time_scale_s)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     with tqdm(total=(inp.duration_us or 0) / 1e6, unit="s", desc=f"tracking {inp.name}", leave=False,

@@ -114,7 +114,7 @@ def run_ours(seq: str, trackers: Sequence[str], *, weights: Optional[dict] = Non
     for mode in modes:
         inp.stream = items
         tracker = HybridTracker.from_weights(inp.width, inp.height, mode=mode, aps_rate_hz=aps_rate_hz,
-                                             tcf_time_scale_s=tcf_time_scale_s or None,
+                                             tcf_time_scale_s=tcf_time_scale_s,
                                              snn_weights=weights.get("snn"),
                                              ann_weights=weights.get("ann_nat" if mode == "ann-nat" else "ann"))
         wall0 = time.perf_counter()

@@ -90,10 +90,10 @@ def rollout_loss(fwd, clips: List[SNNClip], preset: SNNPreset, rng: np.random.Ge
     b = len(clips)
     k_all = clips[0].n_windows
     use_self = rng.random(b) < p_self
-    offs = rng.normal(0.0, ref_offset, (b, 3)) if ref_offset > 0 else np.zeros((b, 3))
+    offs = rng.normal(0.0, ref_offset, (b, 3)) if ref_offset > 0 else None
 
     def made(i, box):   # a reference made from the ground truth
-        return perturb(shift_box(box, offs[i]) if ref_offset > 0 else box, rng, ref_noise)
+        return perturb(box if offs is None else shift_box(box, offs[i]), rng, ref_noise)
 
     ref = [made(i, c.gt[0]) for i, c in enumerate(clips)]
     state = None
