@@ -30,7 +30,8 @@ from ..fusion.attention import shift_box
 from ..models.ann import PRESETS, ANNPreset, FrameTracker, ann_loss
 from ..models.arch import region_norm_to_box, weight_l2
 from . import common
-from .data import ANNSampler, FrameSequence, data_recipe, list_datasets, perturb, valid_box
+from .data import (ANNSampler, FrameSequence, data_recipe, list_datasets, perturb, scene_seeds, scenes_recipe,
+                   valid_box)
 
 
 def add_arguments(p) -> None:
@@ -113,6 +114,10 @@ def evaluate(model, seqs: Sequence[FrameSequence], preset: ANNPreset, feedback_n
 
 
 def _sources(data):
+    if isinstance(data, str):
+        seeds = scene_seeds(data)
+        if seeds is not None:   # rendered on the fly: the frames need no simulated events
+            return [f"scenes:{s}" for s in seeds], scenes_recipe(data, seeds)
     if isinstance(data, (str, os.PathLike)):
         paths = list_datasets(data)
         return paths, data_recipe(paths)
@@ -127,7 +132,8 @@ def train(data, out: str, preset="fast", attention: bool = True, steps: int = 20
           every_frame: bool = True, ckpt_every: int = 250, pool: int = 16,
           quiet: bool = True, progress=None, eval_data=None) -> dict:
     """Train ANN-AT (``attention``) or ANN-NAT; returns ``{"step", "loss", "iou", "seconds",
-    "eval"?}``.  ``data``: a directory of dataset files or a list of :class:`FrameSequence`;
+    "eval"?}``.  ``data``: a directory of dataset files, ``"scenes:A-B"`` (procedural
+    sequences rendered on the fly) or a list of :class:`FrameSequence`;
     ``preset``: a name of :data:`PRESETS` or an :class:`ANNPreset`."""
     name, p = resolve_preset(preset)
     if steps < 1 or batch < 1:

@@ -17,7 +17,8 @@ def add_common_arguments(p: argparse.ArgumentParser, default_steps: int, default
                    help="network preset (dashnet_ros.models.*.PRESETS; default %(default)s)")
     p.add_argument("--data", required=True, metavar="DIR",
                    help="training dataset files (*.h5 from `dashnet dataset build scenes:A-B`, "
-                        "seeds >= 1000)")
+                        "seeds >= 1000); `dashnet train ann` also takes scenes:A-B itself (procedural "
+                        "sequences rendered on the fly: its frames need no simulated events)")
     p.add_argument("--out", required=True, metavar="PATH",
                    help="model checkpoint to write (training state beside it in PATH.state)")
     p.add_argument("--steps", type=int, default=default_steps,

@@ -20,7 +20,9 @@ The inputs are made with the very functions the tracking pipeline uses:
 * ANN, per frame: ``x = frame_input(image, region, in_hw, prev_box=feedback, sigma_rel,
   attention)`` with ``feedback`` the ground truth with eq. 12 noise (sometimes none), the
   target the ground truth normalised to ``region``.  Procedural files give every source
-  frame (re-rendered exactly from the seed, 240 per second), not only the 30 Hz APS ones.
+  frame (re-rendered exactly from the seed, 240 per second), not only the 30 Hz APS ones;
+  since the frames need no simulation, the ANN can also train on ``scenes:A-B`` rendered on
+  the fly (:meth:`FrameSequence.from_scene`), as many sequences as the run can visit.
 
 Ground truth between frames comes from the file's ``/gt_fine`` track (8x the frame rate,
 exact ``box_at`` samples), linearly interpolated.
@@ -91,6 +93,36 @@ def list_datasets(data_dir, allow_heldout: bool = False) -> List[str]:
                                  f"0..{TRAIN_SEED_MIN - 1} are reserved for evaluation); train "
                                  f"on seeds >= {TRAIN_SEED_MIN}")
     return paths
+
+
+#: procedural sequences rendered on the fly (``scenes:A-B`` as ``--data`` of ``dashnet
+#: train ann``): the geometry of ``dashnet dataset build scenes:...`` with its defaults
+SCENE_FRAMES, SCENE_HW, SCENE_FPS = 240, (180, 240), 240.0
+_SCENE_SPEC_RE = re.compile(r"^scenes:(\d+)(?:-(\d+))?$")
+
+
+def scene_seeds(spec: str, allow_heldout: bool = False) -> Optional[List[int]]:
+    """The seeds of ``scenes:SEED`` or ``scenes:A-B`` (inclusive), None for any other
+    string; ValueError for an empty range or a held-out seed (< ``TRAIN_SEED_MIN``)."""
+    m = _SCENE_SPEC_RE.match(str(spec).strip())
+    if not m:
+        return None
+    a = int(m.group(1))
+    b = int(m.group(2)) if m.group(2) is not None else a
+    if b < a:
+        raise ValueError(f"{spec!r}: empty seed range (write scenes:A-B with A <= B)")
+    if not allow_heldout and a < TRAIN_SEED_MIN:
+        raise ValueError(f"{spec!r} includes held-out test seeds (0..{TRAIN_SEED_MIN - 1}); train on "
+                         f"seeds >= {TRAIN_SEED_MIN}")
+    return list(range(a, b + 1))
+
+
+def scenes_recipe(spec: str, seeds: Sequence[int]) -> dict:
+    """:func:`data_recipe` of procedural sequences rendered on the fly (no files)."""
+    h, w = SCENE_HW
+    return {"sources": [f"{spec.strip()} ({len(seeds)} sequences, {SCENE_FRAMES} frames, rendered on the fly)"],
+            "n_files": 0, "n_sequences": len(seeds),
+            "render": {"width": w, "height": h, "source_fps": SCENE_FPS, "frames": SCENE_FRAMES}}
 
 
 def data_recipe(paths: Sequence[str]) -> dict:
@@ -223,6 +255,31 @@ class FrameSequence:
                 log.warning("%s: re-rendered frames differ from the recorded APS frames (other "
                             "code version?); using the APS frames only", path)
             return cls(name, imgs, aps_t.astype(np.int64), aps_b.astype(np.float32))
+
+    @classmethod
+    def from_scene(cls, seed: int, every_frame: bool = True, aps_rate_hz: float = 30.0) -> "FrameSequence":
+        """Procedural sequence ``seed`` rendered now (:data:`SCENE_FRAMES` frames at
+        :data:`SCENE_FPS`, sensor :data:`SCENE_HW`), quantised as the simulator's APS
+        frames -- the frames :meth:`from_dataset` re-renders from a file of that seed, without
+        the file.  Without ``every_frame`` only the frames at ``aps_rate_hz``."""
+        from ..world.scenes import render_sequence
+
+        h, w = SCENE_HW
+        src = render_sequence(int(seed), SCENE_FRAMES, w, h, SCENE_FPS)
+        k = np.arange(len(src))
+        if not every_frame:
+            k = k[::max(1, int(round(SCENE_FPS / aps_rate_hz)))]
+        t = src.frame_t_us(k)
+        frames = np.stack([quantise(src.render_at(int(tk))) for tk in t])
+        return cls(f"scenes_{int(seed):04d}", frames, t.astype(np.int64), src.box_at(t).astype(np.float32))
+
+    @classmethod
+    def load(cls, source, every_frame: bool = True, allow_heldout: bool = False) -> "FrameSequence":
+        """A dataset file (:meth:`from_dataset`) or ``scenes:SEED`` (:meth:`from_scene`)."""
+        seeds = scene_seeds(source, allow_heldout) if isinstance(source, str) else None
+        if seeds is not None:
+            return cls.from_scene(seeds[0], every_frame)
+        return cls.from_dataset(source, every_frame, allow_heldout)
 
     @classmethod
     def from_source(cls, source, name: str = "source") -> "FrameSequence":
@@ -479,7 +536,7 @@ class ANNSampler:
         self.far_shift, self.p_far = float(far_shift), float(p_far)
         self.rng = np.random.default_rng(seed)
         self.pool = SequencePool(
-            sources, lambda p: FrameSequence.from_dataset(p, every_frame, allow_heldout),
+            sources, lambda p: FrameSequence.load(p, every_frame, allow_heldout),
             self.rng, pool_size, refresh_every)
 
     def feedback(self, gt_box) -> Optional[np.ndarray]:

@@ -215,6 +215,9 @@ def evaluate(model, seqs: Sequence[EventSequence], preset: SNNPreset, max_window
 
 
 def _sources(data, allow_heldout=False):
+    if isinstance(data, str) and data.strip().startswith("scenes:"):
+        raise ValueError(f"--data {data!r}: the SNN trains on simulated events, which are not rendered on the "
+                         f"fly; build them first (dashnet dataset build {data.strip()} --out DIR) and pass DIR")
     if isinstance(data, (str, os.PathLike)):
         paths = list_datasets(data, allow_heldout)
         return paths, data_recipe(paths)
