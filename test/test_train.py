@@ -21,7 +21,7 @@ from dashnet_ros.train import ann as tann
 from dashnet_ros.train import common
 from dashnet_ros.train import snn as tsnn
 from dashnet_ros.train.data import (ANNSampler, EventSequence, FrameSequence, SNNSampler,
-                                    list_datasets, scene_of)
+                                    list_datasets, quantise, scene_of, scene_seeds)
 from dashnet_ros.world.scenes import render_sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -272,6 +272,44 @@ def test_cli_train_targets(data_dir, tmp_path):
     rc = cli.main(["train", "ann", "--no-attention", "--data", str(good), "--out", str(tmp_path / "a.pt"),
                    "--steps", "1", "--batch", "2", "--pool", "2", "--threads", "1", "-q"])
     assert rc == 0 and load_checkpoint(str(tmp_path / "a.pt"))[1]["attention"] is False
+
+
+def test_scene_specs_and_frames_rendered_on_the_fly():
+    assert scene_seeds("scenes:1000-1002") == [1000, 1001, 1002] and scene_seeds(" scenes:1005 ") == [1005]
+    assert scene_seeds("out/train/data") is None and scene_seeds("scenes:12 (16 frames)") is None
+    with pytest.raises(ValueError, match="empty seed range"):
+        scene_seeds("scenes:1002-1000")
+    with pytest.raises(ValueError, match="held-out"):
+        scene_seeds("scenes:999-1001")
+    assert scene_seeds("scenes:5", allow_heldout=True) == [5]
+    # the frames dashnet dataset build would simulate from that seed, quantised as APS frames
+    seq = FrameSequence.load("scenes:1004")
+    src = render_sequence(1004, 240)
+    assert seq.images.shape == (240, 180, 240) and seq.images.dtype == np.uint8
+    for k in (0, 97, 239):
+        t = int(src.frame_t_us(k))
+        assert seq.t_us[k] == t and np.array_equal(seq.images[k], quantise(src.render_at(t)))
+        assert np.allclose(seq.boxes[k], src.box_at(np.array([t]))[0])
+    aps = FrameSequence.from_scene(1004, every_frame=False)
+    assert len(aps.t_us) == 30 and np.array_equal(aps.images, seq.images[::8])
+    with pytest.raises(ValueError, match="held-out"):
+        FrameSequence.load("scenes:7")
+
+
+def test_ann_trains_on_scenes_rendered_on_the_fly(tmp_path):
+    from dashnet_ros import cli
+
+    out = str(tmp_path / "ann_sc.pt")
+    rc = cli.main(["train", "ann", "--data", "scenes:1000-1001", "--out", out, "--steps", "2", "--batch", "2",
+                   "--pool", "2", "--threads", "1", "-q"])
+    assert rc == 0
+    rec = load_checkpoint(out, kind="ann")[1]["data_recipe"]
+    assert rec["n_sequences"] == 2 and rec["n_files"] == 0
+    assert rec["sources"] == ["scenes:1000-1001 (2 sequences, 240 frames, rendered on the fly)"]
+    # the SNN needs simulated events: it says how to make them instead of training on nothing
+    with pytest.raises(ValueError, match="dashnet dataset build scenes:1000-1001"):
+        tsnn.train("scenes:1000-1001", str(tmp_path / "s.pt"), steps=1)
+    assert not os.path.exists(tmp_path / "s.pt")
 
 
 DDP_SCRIPT = r"""
