@@ -249,9 +249,7 @@ class FrameSequence:
                 src = render_sequence(sc[0], sc[1], ds.width, ds.height, ds.source_fps)
                 k0 = int(np.argmin(np.abs(src.frame_t_us(np.arange(len(src))) - aps_t[0])))
                 if np.array_equal(quantise(src.render_at(int(src.frame_t_us(k0)))), imgs[0]):
-                    t = src.frame_t_us(np.arange(len(src)))
-                    frames = np.stack([quantise(src.render_at(int(tk))) for tk in t])
-                    return cls(name, frames, t.astype(np.int64), src.box_at(t).astype(np.float32))
+                    return cls.rendered(name, src, np.arange(len(src)))
                 log.warning("%s: re-rendered frames differ from the recorded APS frames (other "
                             "code version?); using the APS frames only", path)
             return cls(name, imgs, aps_t.astype(np.int64), aps_b.astype(np.float32))
@@ -269,9 +267,15 @@ class FrameSequence:
         k = np.arange(len(src))
         if not every_frame:
             k = k[::max(1, int(round(SCENE_FPS / aps_rate_hz)))]
+        return cls.rendered(f"scenes_{int(seed):04d}", src, k)
+
+    @classmethod
+    def rendered(cls, name: str, src, k: np.ndarray) -> "FrameSequence":
+        """Frames ``k`` of a procedural ``src`` (:func:`~dashnet_ros.world.scenes.render_sequence`)
+        rendered and quantised as the simulator's APS frames, with their times and exact boxes."""
         t = src.frame_t_us(k)
         frames = np.stack([quantise(src.render_at(int(tk))) for tk in t])
-        return cls(f"scenes_{int(seed):04d}", frames, t.astype(np.int64), src.box_at(t).astype(np.float32))
+        return cls(name, frames, t.astype(np.int64), src.box_at(t).astype(np.float32))
 
     @classmethod
     def load(cls, source, every_frame: bool = True, allow_heldout: bool = False) -> "FrameSequence":
