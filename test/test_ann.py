@@ -6,7 +6,9 @@ import torch
 from dashnet_ros.models.ann import PRESETS, FrameTracker, ann_loss, crop_resample, frame_input
 from dashnet_ros.models.arch import (
     PAPER_ANN_ARCH,
+    box_regression_loss,
     box_to_region_norm,
+    giou_cxcywh,
     full_region,
     layer_specs,
     region_norm_to_box,
@@ -67,6 +69,34 @@ def test_loss_decreases_on_tiny_overfit():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0]
+
+
+def test_giou_values_scaling_and_loss_term():
+    a = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1], [0.5, 0.5, -0.1, 0.2]])
+    b = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.6, 0.5, 0.2, 0.2], [0.9, 0.9, 0.1, 0.1], [0.5, 0.5, 0.2, 0.2]])
+    g = giou_cxcywh(a, b)
+    # equal; shifted by half a side (IoU 1/3, hull = union); apart (IoU 0, hull 0.9^2);
+    # a negative predicted width is an empty box (IoU 0, hull = the target)
+    assert torch.allclose(g, torch.tensor([1.0, 1 / 3, -(0.81 - 0.02) / 0.81, 0.0]), atol=1e-6)
+    # scaling the axes (pixel boxes against region-normalised ones) leaves it unchanged
+    s = torch.tensor([240.0, 180.0, 240.0, 180.0])
+    assert torch.allclose(giou_cxcywh(a[:3] * s, b[:3] * s), g[:3], atol=1e-6)
+    l2 = box_regression_loss(a, b)
+    with_g = box_regression_loss(a, b, giou_weight=0.5)
+    assert float(with_g - l2) == pytest.approx(0.5 * float((1 - g).mean()), rel=1e-5)
+    # NaN target rows are left out of both terms; the default is eq. 6 alone
+    bn = b.clone()
+    bn[2] = float("nan")
+    keep = [0, 1, 3]
+    assert float(box_regression_loss(a, bn, giou_weight=1.0)) == pytest.approx(
+        float(box_regression_loss(a[keep], b[keep], giou_weight=1.0)), rel=1e-6)
+    assert float(ann_loss(a, b)) == pytest.approx(float(l2))
+    with pytest.raises(ValueError, match="giou_weight"):
+        box_regression_loss(a, b, giou_weight=-1.0)
+    # the term moves a prediction toward the target
+    p = a[1:2].clone().requires_grad_(True)
+    box_regression_loss(p, b[1:2], giou_weight=1.0).backward()
+    assert float(p.grad[0, 0]) < 0
 
 
 def test_region_geometry():

@@ -125,9 +125,11 @@ class FrameTracker(nn.Module):
                     attention=self.attention, padding=self.padding, templates=self.templates)
 
 
-def ann_loss(pred: torch.Tensor, target: torch.Tensor, model: Optional[nn.Module] = None, lam: float = 0.0) -> torch.Tensor:
-    """Eq. 6: squared box error + ``lam * sum ||W||^2`` (NaN target rows ignored)."""
-    return box_regression_loss(pred, target, model, lam)
+def ann_loss(pred: torch.Tensor, target: torch.Tensor, model: Optional[nn.Module] = None, lam: float = 0.0,
+             giou_weight: float = 0.0) -> torch.Tensor:
+    """Eq. 6: squared box error + ``lam * sum ||W||^2`` (NaN target rows ignored); with
+    ``giou_weight``, plus that times ``mean(1 - GIoU)`` (not in the paper)."""
+    return box_regression_loss(pred, target, model, lam, giou_weight)
 
 
 def crop_resample(image: np.ndarray, region, out_hw: Sequence[int]) -> np.ndarray:

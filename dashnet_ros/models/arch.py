@@ -258,16 +258,42 @@ def weight_l2(model: nn.Module) -> torch.Tensor:
     return torch.stack(terms).sum()
 
 
-def box_regression_loss(pred: torch.Tensor, target: torch.Tensor, model: Optional[nn.Module] = None, lam: float = 0.0) -> torch.Tensor:
+def giou_cxcywh(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Generalised IoU (Rezatofighi et al., CVPR 2019) of ``(cx, cy, w, h)`` boxes, per row
+    (in [-1, 1]; negative predicted sizes count as empty boxes).  Any common scaling of the
+    axes leaves it unchanged, so region-normalised boxes give the pixel boxes' GIoU."""
+    pw, ph = pred[..., 2].clamp(min=0), pred[..., 3].clamp(min=0)
+    tw, th = target[..., 2], target[..., 3]
+    px0, px1 = pred[..., 0] - pw / 2, pred[..., 0] + pw / 2
+    py0, py1 = pred[..., 1] - ph / 2, pred[..., 1] + ph / 2
+    tx0, tx1 = target[..., 0] - tw / 2, target[..., 0] + tw / 2
+    ty0, ty1 = target[..., 1] - th / 2, target[..., 1] + th / 2
+    inter = (torch.min(px1, tx1) - torch.max(px0, tx0)).clamp(min=0) * (torch.min(py1, ty1) - torch.max(py0, ty0)).clamp(min=0)
+    union = pw * ph + tw * th - inter
+    hull = (torch.max(px1, tx1) - torch.min(px0, tx0)) * (torch.max(py1, ty1) - torch.min(py0, ty0))
+    eps = 1e-9
+    return inter / (union + eps) - (hull - union) / (hull + eps)
+
+
+def box_regression_loss(pred: torch.Tensor, target: torch.Tensor, model: Optional[nn.Module] = None, lam: float = 0.0,
+                        giou_weight: float = 0.0) -> torch.Tensor:
     """Eq. 4 / eq. 6: squared box error summed over the 4 numbers, mean over samples, plus
     ``lam * weight_l2(model)``.  Rows of ``target`` containing NaN (target absent) are
-    ignored; if all are, the box term is 0.
+    ignored; if all are, the box term is 0.  ``giou_weight > 0`` adds
+    ``giou_weight * mean(1 - GIoU)`` (:func:`giou_cxcywh`), a term the paper does not have:
+    the squared error weighs a centre error the same for a small and a large box, the
+    overlap the tracker is scored on does not.
     """
     if pred.shape != target.shape or pred.shape[-1] != 4:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be [..., 4]")
+    if giou_weight < 0 or not math.isfinite(giou_weight):
+        raise ValueError(f"giou_weight must be a finite number >= 0, got {giou_weight}")
     valid = torch.isfinite(target).all(-1)
     if bool(valid.any()):
-        err = (pred[valid] - target[valid]).pow(2).sum(-1).mean()
+        p, t = pred[valid], target[valid]
+        err = (p - t).pow(2).sum(-1).mean()
+        if giou_weight:
+            err = err + giou_weight * (1.0 - giou_cxcywh(p, t)).mean()
     else:
         err = pred.sum() * 0.0
     if model is not None and lam:

@@ -11,7 +11,8 @@ N(0, --feedback-noise)``, paper 0.1), in ``--p-wide`` of the samples with the wi
 ``--wide-noise`` (a poorer previous estimate), in ``--p-far`` a box shifted by
 ``N(0, --far-shift)`` box sizes (a fast target the fused box fell behind), and in
 ``--p-none`` none at all (whole-frame view only: the first frame, or a lost track).  Loss: eq. 6, squared box error in the region-normalised
-``(cx, cy, w, h)`` plus ``λ Σ||W||²``.  Frames are mirrored left-right at random.
+``(cx, cy, w, h)`` plus ``λ Σ||W||²``; ``--giou-weight G`` adds ``G·mean(1 − GIoU)`` (not
+in the paper; default 0).  Frames are mirrored left-right at random.
 
 ``dashnet train ann --data DIR --out PATH [--no-attention] [--preset fast|paper] ...``
 """
@@ -129,7 +130,7 @@ def train(data, out: str, preset="fast", attention: bool = True, steps: int = 20
           lr: float = 1e-3, lam: float = 1e-5, seed: int = 0, resume: bool = False, device: str = "cpu",
           threads: int = 1, feedback_noise: float = 0.1, wide_noise: float = 0.3, p_wide: float = 0.2,
           p_none: float = 0.1, far_shift: float = 0.5, p_far: float = 0.25,
-          every_frame: bool = True, ckpt_every: int = 250, pool: int = 16,
+          every_frame: bool = True, ckpt_every: int = 250, pool: int = 16, giou_weight: float = 0.0,
           quiet: bool = True, progress=None, eval_data=None) -> dict:
     """Train ANN-AT (``attention``) or ANN-NAT; returns ``{"step", "loss", "iou", "seconds",
     "eval"?}``.  ``data``: a directory of dataset files, ``"scenes:A-B"`` (procedural
@@ -141,6 +142,8 @@ def train(data, out: str, preset="fast", attention: bool = True, steps: int = 20
     opts = dict(preset=name, attention=bool(attention), steps=steps, batch=batch, lr=lr, lam=lam,
                 feedback_noise=feedback_noise, wide_noise=wide_noise, p_wide=p_wide, p_none=p_none,
                 far_shift=far_shift, p_far=p_far, every_frame=every_frame, pool=pool, seed=seed)
+    if giou_weight:   # recorded only when used: earlier checkpoints resume unchanged
+        opts["giou_weight"] = giou_weight
     prec = preset_record(preset, attention)
     d = common.setup(device, threads)
     try:
@@ -167,7 +170,7 @@ def train(data, out: str, preset="fast", attention: bool = True, steps: int = 20
                 x = torch.from_numpy(b["x"]).to(d.device)
                 target = torch.from_numpy(b["target"]).to(d.device)
                 out_t = fwd(x)
-                loss = ann_loss(out_t, target)
+                loss = ann_loss(out_t, target, giou_weight=giou_weight)
                 total = loss + lam * weight_l2(model) if lam else loss
                 opt.zero_grad(set_to_none=True)
                 total.backward()
@@ -213,6 +216,7 @@ def run(args) -> int:
                     wide_noise=args.wide_noise, p_wide=args.p_wide, p_none=args.p_none,
                     far_shift=args.far_shift, p_far=args.p_far,
                     every_frame=not args.aps_only, ckpt_every=args.ckpt_every, pool=args.pool,
+                    giou_weight=args.giou_weight,
                     quiet=args.quiet, eval_data=args.eval_data)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
