@@ -1,5 +1,6 @@
 """Multi-process test over real DDS (loopback): `dashnet launch tracking` starts the
 simulator node, its topics flow at the documented rates, and Ctrl-C stops every process."""
+import os
 import signal
 import subprocess
 import sys
@@ -67,6 +68,35 @@ def test_launch_simulator_publishes_and_stops_cleanly(rclpy_context):
     assert n_events > 0
     assert got["gt"] and all(g.source == TrackedBox.SOURCE_GROUND_TRUTH for g in got["gt"])
     # nothing of the graph is left running
+    time.sleep(0.5)
+    ps = subprocess.run(["pgrep", "-f", "dashnet_ros.nodes.davis_simulator"], capture_output=True, text=True)
+    assert ps.stdout.strip() == "", "a node process outlived `dashnet launch`"
+
+
+def test_launch_stops_on_sigint_when_started_with_sigint_ignored():
+    # as a shell starts a background job: SIGINT ignored from the start
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashnet_ros.cli", "launch", "tracking", "source:=scenes:7",
+         "interp_factor:=1", "tracking:=false"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        t_end = time.monotonic() + 20
+        while time.monotonic() < t_end:
+            ps = subprocess.run(["pgrep", "-f", "dashnet_ros.nodes.davis_simulator"], capture_output=True, text=True)
+            if ps.stdout.strip():
+                break
+            time.sleep(0.2)
+        assert ps.stdout.strip(), "the simulator node did not start"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=20)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            subprocess.run(["pkill", "-f", "dashnet_ros.nodes.davis_simulator"])
+    assert proc.returncode == 0, out
     time.sleep(0.5)
     ps = subprocess.run(["pgrep", "-f", "dashnet_ros.nodes.davis_simulator"], capture_output=True, text=True)
     assert ps.stdout.strip() == "", "a node process outlived `dashnet launch`"

@@ -82,6 +82,9 @@ def run(args) -> int:
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
+    # SIGINT too: a shell starts a background job (`dashnet launch tracking &` in a script)
+    # with SIGINT ignored, and Python then installs no KeyboardInterrupt handler of its own
+    signal.signal(signal.SIGINT, _terminate)
     signal.signal(signal.SIGTERM, _terminate)
     rc = 0
     try:
