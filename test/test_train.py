@@ -272,10 +272,10 @@ def test_cli_train_targets(data_dir, tmp_path):
     rc = cli.main(["train", "ann", "--no-attention", "--data", str(good), "--out", str(tmp_path / "a.pt"),
                    "--steps", "1", "--batch", "2", "--pool", "2", "--threads", "1", "-q"])
     assert rc == 0 and load_checkpoint(str(tmp_path / "a.pt"))[1]["attention"] is False
-    assert "giou_weight" not in load_checkpoint(str(tmp_path / "a.pt"))[1]["data_recipe"]["train"]
-    rc = cli.main(["train", "ann", "--data", str(good), "--out", str(tmp_path / "g.pt"), "--giou-weight", "0.5",
+    assert load_checkpoint(str(tmp_path / "a.pt"))[1]["data_recipe"]["train"]["giou_weight"] == 0.1
+    rc = cli.main(["train", "ann", "--data", str(good), "--out", str(tmp_path / "g.pt"), "--giou-weight", "0",
                    "--steps", "1", "--batch", "2", "--pool", "2", "--threads", "1", "-q"])
-    assert rc == 0 and load_checkpoint(str(tmp_path / "g.pt"))[1]["data_recipe"]["train"]["giou_weight"] == 0.5
+    assert rc == 0 and load_checkpoint(str(tmp_path / "g.pt"))[1]["data_recipe"]["train"]["giou_weight"] == 0.0
 
 
 def test_scene_specs_and_frames_rendered_on_the_fly():

@@ -11,8 +11,8 @@ N(0, --feedback-noise)``, paper 0.1), in ``--p-wide`` of the samples with the wi
 ``--wide-noise`` (a poorer previous estimate), in ``--p-far`` a box shifted by
 ``N(0, --far-shift)`` box sizes (a fast target the fused box fell behind), and in
 ``--p-none`` none at all (whole-frame view only: the first frame, or a lost track).  Loss: eq. 6, squared box error in the region-normalised
-``(cx, cy, w, h)`` plus ``λ Σ||W||²``; ``--giou-weight G`` adds ``G·mean(1 − GIoU)`` (not
-in the paper; default 0).  Frames are mirrored left-right at random.
+``(cx, cy, w, h)`` plus ``λ Σ||W||²``, and ``--giou-weight G`` times ``mean(1 − GIoU)``
+(not in the paper; default 0.1, the shipped weights' setting; 0 gives eq. 6 alone).  Frames are mirrored left-right at random.
 
 ``dashnet train ann --data DIR --out PATH [--no-attention] [--preset fast|paper] ...``
 """
@@ -130,7 +130,7 @@ def train(data, out: str, preset="fast", attention: bool = True, steps: int = 20
           lr: float = 1e-3, lam: float = 1e-5, seed: int = 0, resume: bool = False, device: str = "cpu",
           threads: int = 1, feedback_noise: float = 0.1, wide_noise: float = 0.3, p_wide: float = 0.2,
           p_none: float = 0.1, far_shift: float = 0.5, p_far: float = 0.25,
-          every_frame: bool = True, ckpt_every: int = 250, pool: int = 16, giou_weight: float = 0.0,
+          every_frame: bool = True, ckpt_every: int = 250, pool: int = 16, giou_weight: float = 0.1,
           quiet: bool = True, progress=None, eval_data=None) -> dict:
     """Train ANN-AT (``attention``) or ANN-NAT; returns ``{"step", "loss", "iou", "seconds",
     "eval"?}``.  ``data``: a directory of dataset files, ``"scenes:A-B"`` (procedural
@@ -141,9 +141,8 @@ def train(data, out: str, preset="fast", attention: bool = True, steps: int = 20
         raise ValueError(f"steps and batch must be >= 1, got {steps} and {batch}")
     opts = dict(preset=name, attention=bool(attention), steps=steps, batch=batch, lr=lr, lam=lam,
                 feedback_noise=feedback_noise, wide_noise=wide_noise, p_wide=p_wide, p_none=p_none,
-                far_shift=far_shift, p_far=p_far, every_frame=every_frame, pool=pool, seed=seed)
-    if giou_weight:   # recorded only when used: earlier checkpoints resume unchanged
-        opts["giou_weight"] = giou_weight
+                far_shift=far_shift, p_far=p_far, every_frame=every_frame, pool=pool, seed=seed,
+                giou_weight=giou_weight)
     prec = preset_record(preset, attention)
     d = common.setup(device, threads)
     try:

@@ -36,8 +36,9 @@ for i in $(seq 1000 1099); do ln -sf "../$(basename "$D")/scenes_$i.h5" "$A/scen
   "$PY" -m dashnet_ros.train.snn --data "$D" --out "$R/snn_fast.pt" --steps 2500 --seed 0 --resume \
       --eval-data "$H" ) &
 SNN=$!
-"$PY" -m dashnet_ros.train.ann --data "$A" --out "$R/ann_fast.pt" --steps 24000 --seed 0 --eval-data "$H"
-"$PY" -m dashnet_ros.train.ann --no-attention --data "$A" --out "$R/ann_nat_fast.pt" --steps 24000 --seed 0 \
+"$PY" -m dashnet_ros.train.ann --data "$A" --out "$R/ann_fast.pt" --steps 24000 --seed 0 --giou-weight 0.1 \
     --eval-data "$H"
+"$PY" -m dashnet_ros.train.ann --no-attention --data "$A" --out "$R/ann_nat_fast.pt" --steps 24000 --seed 0 \
+    --giou-weight 0.1 --eval-data "$H"
 wait $SNN
 cp "$R/snn_fast.pt" "$R/ann_fast.pt" "$R/ann_nat_fast.pt" "$W/"
