@@ -202,6 +202,23 @@ def test_snn_ref_offset_is_kept_over_a_clip(train_seq):
     np.testing.assert_allclose(off, np.broadcast_to(off[0], off.shape), atol=1e-4)
 
 
+def test_snn_rollout_loss_adds_the_overlap_term(train_seq):
+    """``giou_weight`` adds ``w * mean(1 - GIoU)`` per window to eq. 4 (same draws: only
+    the loss differs; an untrained readout's boxes overlap the target imperfectly)."""
+    ev_seq, _ = train_seq
+    torch.manual_seed(0)
+    m = SpikingTracker.from_preset("fast")
+    tsnn.init_readout(m, SNN_P)
+    clips = SNNSampler([ev_seq], SNN_P, n_windows=4, seed=3).clips(4)
+    with torch.no_grad():
+        l0, s0 = tsnn.rollout_loss(m, clips, SNN_P, np.random.default_rng(0), 0.0, 0.1, 1)
+        l1, s1 = tsnn.rollout_loss(m, clips, SNN_P, np.random.default_rng(0), 0.0, 0.1, 1, giou_weight=1.0)
+        l2, _ = tsnn.rollout_loss(m, clips, SNN_P, np.random.default_rng(0), 0.0, 0.1, 1, giou_weight=2.0)
+    assert s0["iou"] == s1["iou"]                 # the same windows and boxes
+    d1, d2 = float(l1 - l0), float(l2 - l0)
+    assert 0.0 < d1 < 2.0 and d2 == pytest.approx(2 * d1, rel=1e-4)
+
+
 def test_snn_init_starts_from_a_checkpoint(train_seq, tmp_path):
     ev_seq, _ = train_seq
     src = str(tmp_path / "src.pt")
@@ -269,6 +286,11 @@ def test_cli_train_targets(data_dir, tmp_path):
     assert rc == 0
     _, cfg = load_checkpoint(out, kind="snn")
     assert cfg["data_recipe"]["n_files"] == 2 and "scenes:1001-1002" in cfg["data_recipe"]["sources"][0]
+    assert "giou_weight" not in cfg["data_recipe"]["train"]   # eq. 4 alone, as the shipped SNN
+    rc = cli.main(["train", "snn", "--data", str(good), "--out", str(tmp_path / "snn_g.pt"), "--steps", "2",
+                   "--batch", "2", "--windows", "3", "--burn-in", "0", "--pool", "2", "--threads", "1", "-q",
+                   "--giou-weight", "0.2"])
+    assert rc == 0 and load_checkpoint(str(tmp_path / "snn_g.pt"), kind="snn")[1]["data_recipe"]["train"]["giou_weight"] == 0.2
     rc = cli.main(["train", "ann", "--no-attention", "--data", str(good), "--out", str(tmp_path / "a.pt"),
                    "--steps", "1", "--batch", "2", "--pool", "2", "--threads", "1", "-q"])
     assert rc == 0 and load_checkpoint(str(tmp_path / "a.pt"))[1]["attention"] is False

@@ -348,12 +348,14 @@ class ScriptedSpikingTracker(StreamingSNN, nn.Module):
         return dict(self._config)
 
 
-def snn_loss(pred: torch.Tensor, target: torch.Tensor, model: Optional[nn.Module] = None, lam: float = 0.0) -> torch.Tensor:
-    """Eq. 4: squared error of the window box readout + ``lam * sum ||W||^2``.
+def snn_loss(pred: torch.Tensor, target: torch.Tensor, model: Optional[nn.Module] = None, lam: float = 0.0,
+             giou_weight: float = 0.0) -> torch.Tensor:
+    """Eq. 4: squared error of the window box readout + ``lam * sum ||W||^2`` (with
+    ``giou_weight``, plus that times ``mean(1 - GIoU)``: not in the paper).
 
     ``pred``/``target``: ``[B, 4]`` normalised ``(cx, cy, w, h)``; NaN target rows are ignored.
     """
-    return box_regression_loss(pred, target, model, lam)
+    return box_regression_loss(pred, target, model, lam, giou_weight)
 
 
 def bin_events(events: np.ndarray, t0_us: int, t1_us: int, steps: int, region, in_hw: Sequence[int]) -> np.ndarray:

@@ -59,6 +59,9 @@ def snn_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--self-feed", type=float, default=0.5,
                    help="final share of clips whose reference is the model's own last output "
                         "(scheduled sampling; default %(default)s)")
+    p.add_argument("--giou-weight", type=float, default=0.0,
+                   help="add this times mean(1 - GIoU) to eq. 4's squared box error (not in the paper; "
+                        "default %(default)s: eq. 4 alone, as the shipped SNN)")
 
 
 def ann_args(p: argparse.ArgumentParser) -> None:

@@ -77,12 +77,15 @@ def init_readout(model: SpikingTracker, preset: SNNPreset, weight_scale: float =
 
 
 def rollout_loss(fwd, clips: List[SNNClip], preset: SNNPreset, rng: np.random.Generator,
-                 p_self: float, ref_noise: float, burn_in: int, device=None, ref_offset: float = 0.0):
+                 p_self: float, ref_noise: float, burn_in: int, device=None, ref_offset: float = 0.0,
+                 giou_weight: float = 0.0):
     """Eq. 4 over a batch of clips, window by window with the state carried (BPTT).
 
     ``ref_offset``: std of an eq. 12 offset drawn once per clip and kept over its windows
     (the ground-truth-made references sit that far off the target all clip long, as a
     fused box that fell behind does, on top of the per-window ``ref_noise``).
+
+    ``giou_weight``: add that times ``mean(1 - GIoU)`` per window (not in the paper).
 
     Returns ``(loss, stats)``: the mean over windows ``>= burn_in`` of the per-window
     squared box error, and the mean IoU of predictions / references with the ground truth.
@@ -114,7 +117,7 @@ def rollout_loss(fwd, clips: List[SNNClip], preset: SNNPreset, rng: np.random.Ge
         target = torch.from_numpy(box_to_region_norm(gt1, regs)).to(out.device)
         pred = region_norm_to_box(out.detach().cpu().numpy(), regs)
         if k >= burn_in:
-            losses.append(snn_loss(out, target))
+            losses.append(snn_loss(out, target, giou_weight=giou_weight))
             ious.append(iou(pred, gt1).mean())
             ref_ious.append(iou(np.stack(ref), gt1).mean())
         for i, c in enumerate(clips):
@@ -229,7 +232,7 @@ def train(data, out: str, preset: str = "fast", steps: int = 1500, batch: int = 
           lam: float = 1e-5, seed: int = 0, resume: bool = False, device: str = "cpu", threads: int = 1,
           windows: int = 10, burn_in: int = 2, ref_noise: float = 0.1, self_feed: float = 0.5,
           ckpt_every: int = 250, pool: int = 16, quiet: bool = True, progress=None,
-          eval_data=None, ref_offset: float = 0.0, init: Optional[str] = None) -> dict:
+          eval_data=None, ref_offset: float = 0.0, init: Optional[str] = None, giou_weight: float = 0.0) -> dict:
     """Train the SNN; returns ``{"step", "loss", "iou", "seconds", "eval"?}``.
 
     ``data``: a directory of dataset files or a list of :class:`EventSequence`;
@@ -250,6 +253,8 @@ def train(data, out: str, preset: str = "fast", steps: int = 1500, batch: int = 
                 ref_noise=ref_noise, self_feed=self_feed, burn_in=burn_in, pool=pool, seed=seed)
     if ref_offset:
         opts["ref_offset"] = ref_offset
+    if giou_weight:   # recorded when used: a resumed run of the shipped recipe keeps its options
+        opts["giou_weight"] = giou_weight
     if init:
         opts["init"] = os.path.basename(init)
     d = common.setup(device, threads)
@@ -281,7 +286,7 @@ def train(data, out: str, preset: str = "fast", steps: int = 1500, batch: int = 
                 p_self = self_feed * min(1.0, step / max(1.0, 0.5 * steps))
                 clips = sampler.clips(batch)
                 loss, st = rollout_loss(fwd, clips, p, sampler.rng, p_self, ref_noise, burn_in, d.device,
-                                        ref_offset=ref_offset)
+                                        ref_offset=ref_offset, giou_weight=giou_weight)
                 total = loss + lam * _weight_l2(model) if lam else loss
                 opt.zero_grad(set_to_none=True)
                 total.backward()
@@ -331,7 +336,7 @@ def run(args) -> int:
                     threads=args.threads, windows=args.windows, burn_in=args.burn_in,
                     ref_noise=args.ref_noise, self_feed=args.self_feed, ckpt_every=args.ckpt_every,
                     pool=args.pool, quiet=args.quiet, eval_data=args.eval_data,
-                    ref_offset=args.ref_offset, init=args.init)
+                    ref_offset=args.ref_offset, init=args.init, giou_weight=args.giou_weight)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     if int(os.environ.get("RANK", "0")) == 0:
