@@ -17,6 +17,12 @@ from dashnet_ros.msg import EventPacket, TrackedBox
 from dashnet_ros.nodes.common import sensor_qos
 
 
+def _simulator_pids() -> str:
+    """The pids of running davis_simulator node processes ('' when none)."""
+    return subprocess.run(["pgrep", "-f", "dashnet_ros.nodes.davis_simulator"], capture_output=True,
+                          text=True).stdout.strip()
+
+
 def _collect(ctx, seconds, until=None):
     node = Node("test_listener", context=ctx)
     got = {"events": [], "images": [], "gt": []}
@@ -69,8 +75,7 @@ def test_launch_simulator_publishes_and_stops_cleanly(rclpy_context):
     assert got["gt"] and all(g.source == TrackedBox.SOURCE_GROUND_TRUTH for g in got["gt"])
     # nothing of the graph is left running
     time.sleep(0.5)
-    ps = subprocess.run(["pgrep", "-f", "dashnet_ros.nodes.davis_simulator"], capture_output=True, text=True)
-    assert ps.stdout.strip() == "", "a node process outlived `dashnet launch`"
+    assert _simulator_pids() == "", "a node process outlived `dashnet launch`"
 
 
 def test_launch_stops_on_sigint_when_started_with_sigint_ignored():
@@ -84,11 +89,10 @@ def test_launch_stops_on_sigint_when_started_with_sigint_ignored():
     try:
         t_end = time.monotonic() + 20
         while time.monotonic() < t_end:
-            ps = subprocess.run(["pgrep", "-f", "dashnet_ros.nodes.davis_simulator"], capture_output=True, text=True)
-            if ps.stdout.strip():
+            if _simulator_pids():
                 break
             time.sleep(0.2)
-        assert ps.stdout.strip(), "the simulator node did not start"
+        assert _simulator_pids(), "the simulator node did not start"
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=20)[0].decode(errors="replace")
@@ -98,8 +102,7 @@ def test_launch_stops_on_sigint_when_started_with_sigint_ignored():
             subprocess.run(["pkill", "-f", "dashnet_ros.nodes.davis_simulator"])
     assert proc.returncode == 0, out
     time.sleep(0.5)
-    ps = subprocess.run(["pgrep", "-f", "dashnet_ros.nodes.davis_simulator"], capture_output=True, text=True)
-    assert ps.stdout.strip() == "", "a node process outlived `dashnet launch`"
+    assert _simulator_pids() == "", "a node process outlived `dashnet launch`"
 
 
 def test_recording_is_replayed_as_a_davis_stream(rclpy_context, tmp_path):

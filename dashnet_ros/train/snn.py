@@ -253,7 +253,7 @@ def train(data, out: str, preset: str = "fast", steps: int = 1500, batch: int = 
                 ref_noise=ref_noise, self_feed=self_feed, burn_in=burn_in, pool=pool, seed=seed)
     if ref_offset:
         opts["ref_offset"] = ref_offset
-    if giou_weight:   # recorded when used: a resumed run of the shipped recipe keeps its options
+    if giou_weight:   # recorded only when used, as ref_offset: eq. 4 runs record what they always did
         opts["giou_weight"] = giou_weight
     if init:
         opts["init"] = os.path.basename(init)
