@@ -131,3 +131,22 @@ def test_recording_is_replayed_as_a_davis_stream(rclpy_context, tmp_path):
     n_ev = sum(len(rm.msg_to_events(m)) for m in got["events"])
     assert n_ev > 1000, out
     assert not got["gt"]  # a recording has no ground truth
+
+
+def test_launch_with_no_camera_stops_with_one_clear_error():
+    """`source:=camera` without a camera: the simulator node exits 2 naming the problem, the
+    launcher stops the rest (still importing torch) without a traceback in the output."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashnet_ros.cli", "launch", "tracking", "source:=camera"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out = proc.communicate(timeout=60)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("dashnet launch kept running after the simulator node failed")
+    assert proc.returncode == 2, out
+    assert "source 'camera': no iniVation camera found" in out, out
+    assert "davis exited with code 2; stopping the rest" in out, out
+    assert "Traceback" not in out, out
+    time.sleep(0.5)
+    assert _simulator_pids() == "", "a node process outlived `dashnet launch`"

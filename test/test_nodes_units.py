@@ -807,6 +807,65 @@ def test_davis_simulator_turns_an_image_topic_into_events(h):
     assert h.spin(5, until=lambda: len(ev) > n and ev[-1].end_us < ev[n - 1].end_us)
 
 
+def test_davis_simulator_publishes_a_live_camera(h, monkeypatch):
+    """`source: camera` publishes a connected DAVIS (here a duck-typed dv camera) as it
+    comes: every event in packets tiling sensor time from the first event, the APS frames
+    unchanged at their stamps; the publishing ends when the camera stops."""
+    import threading
+
+    import dv_processing as dv
+    from test_recordings import _events, _FakeDvCamera, _frames
+
+    from dashnet_ros.davis import recordings
+    from dashnet_ros.davis.frames import ApsFrame
+    from dashnet_ros.nodes.davis_simulator import DavisSimulatorNode
+
+    off = 5_000_000
+    ev = _events(4000, 120_000)
+    ev["t_us"] += off
+    frames = [ApsFrame(off + t, f.image) for t, f in zip([30_000, 63_333, 96_666], _frames([0, 0, 0]))]
+    go = threading.Event()
+
+    class GatedCamera(_FakeDvCamera):     # delivers nothing until the test's subscribers are matched
+        def getNextEventBatch(self):
+            return super().getNextEventBatch() if go.is_set() else None
+
+        def getNextFrame(self):
+            return super().getNextFrame() if go.is_set() else None
+
+    opened = []
+    monkeypatch.setattr(recordings.LiveCamera, "_open",
+                        staticmethod(lambda name: opened.append(name) or GatedCamera(dv, ev, frames)))
+    node = h.add(DavisSimulatorNode, source="camera:DAVIS240C_42", packet_us=2000, camera_latency_us=10_000)
+    assert opened == ["DAVIS240C_42"] and node.live
+    got_ev = h.sub(EventPacket, "/davis_simulator/events", sensor_qos(depth=500))
+    got_img = h.sub(Image, "/davis_simulator/image_raw", sensor_qos())
+    assert h.spin(5, until=lambda: node.pub_events.get_subscription_count() and node.pub_image.get_subscription_count())
+    go.set()
+    n_ev = lambda: sum(len(rm.msg_to_events(m)) for m in got_ev)  # noqa: E731
+    assert h.spin(10, until=lambda: n_ev() == len(ev) and len(got_img) == 3)
+    t0 = int(ev["t_us"][0])
+    assert [us(m) for m in got_img] == [f.t_us - t0 for f in frames]
+    np.testing.assert_array_equal(rm.image_to_gray(got_img[2]), frames[2].image)
+    ends = np.array([m.end_us for m in got_ev])
+    assert got_ev[0].time_base_us == 0 and np.all(np.diff(ends) == 2000)     # 2 ms packets from the first event
+    got = np.concatenate([rm.msg_to_events(m) for m in got_ev])
+    np.testing.assert_array_equal(got["t_us"], ev["t_us"] - t0)
+    np.testing.assert_array_equal(got["x"], ev["x"])
+    node.thread.join(timeout=5)
+    assert not node.thread.is_alive()          # the camera stopped: so does the publishing
+
+
+def test_davis_simulator_without_the_camera_says_so(h, monkeypatch):
+    import dv_processing as dv
+
+    from dashnet_ros.nodes.davis_simulator import DavisSimulatorNode
+
+    monkeypatch.setattr(dv.io.camera, "discover", lambda: [])
+    with pytest.raises(ParameterError, match=r"source 'camera': no iniVation camera found .*USB"):
+        h.add(DavisSimulatorNode, source="camera")
+
+
 # --------------------------------------------------------------------------- ROS-free helpers of the nodes
 
 def test_topic_frame_source_orders_restarts_and_matches_boxes():

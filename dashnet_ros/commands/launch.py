@@ -2,7 +2,7 @@
 
 Starts the nodes of :mod:`dashnet_ros.graph` as separate processes with the same
 parameters and remappings as ``launch/tracking.launch.py``; Ctrl-C (SIGINT) or SIGTERM
-stops them all (SIGINT first, then SIGTERM, then SIGKILL after a grace period).
+stops them all (SIGTERM, then SIGKILL after a grace period).
 """
 from __future__ import annotations
 
@@ -56,8 +56,12 @@ def start(args: dict, *, stdout=None, stderr=None) -> list[tuple[graph.NodeSpec,
 
 
 def stop(procs, grace_s: float = 5.0) -> None:
-    """SIGINT every process group, then SIGTERM, then SIGKILL whatever is left."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+    """SIGTERM every process group, then SIGKILL whatever is left.
+
+    SIGTERM, not SIGINT: a running node stops on either as cleanly (``StopOnSignals``), but
+    one still importing (torch takes seconds) would answer SIGINT with a KeyboardInterrupt
+    traceback that buries the error that stopped the graph."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         alive = [p for _, p in procs if p.poll() is None]
         if not alive:
             return

@@ -15,6 +15,13 @@ the ``world`` node's camera at 240 fps), stamped with their sensor time; ground-
 then follows the publisher (``realtime_factor`` and ``loop`` do not apply), and a frame
 stamped earlier than the previous one (publisher restarted, bag looped) restarts the
 simulator on the new time line.
+
+A connected iniVation camera (``source: camera`` or ``camera:SERIAL``, through
+dv-processing) is a DAVIS already: its events and APS frames are published as they come
+(``realtime_factor``, ``loop`` and the simulation parameters do not apply), with stamps
+from the first event.  The core holds events ``camera_latency_us`` back so that APS
+frames, delivered after their exposure, fall in order
+(:class:`dashnet_ros.davis.recordings.LiveCamera`).
 """
 from __future__ import annotations
 
@@ -24,10 +31,11 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from ..msg import EventPacket, TrackedBox
-from .common import Param, RateLimitedWarner, declare, non_negative, one_of, positive, run_node, sensor_qos
+from .common import (Param, ParameterError, RateLimitedWarner, declare, non_negative, one_of, positive, run_node,
+                     sensor_qos)
 
 PARAMS = (
-    Param("source", "world", "frame source: 'world', 'scenes:SEED', a video file, an NFS sequence dir, an image folder, a DAVIS recording (.aedat, .aedat4: replayed, not simulated), or 'topic:NAME' (sensor_msgs/Image frames on topic NAME)"),
+    Param("source", "world", "frame source: 'world', 'scenes:SEED', a video file, an NFS sequence dir, an image folder, a DAVIS recording (.aedat, .aedat4: replayed, not simulated), 'camera' or 'camera:SERIAL' (a connected iniVation DAVIS through dv-processing: published live, not simulated), or 'topic:NAME' (sensor_msgs/Image frames on topic NAME)"),
     Param("closed_loop", False, "take the frames from closed_loop_topic (the world node's camera, driven by /cmd_vel) instead of 'source'"),
     Param("closed_loop_topic", "/world/image_raw", "image topic of the closed loop's world camera"),
     Param("topic_ground_truth", "auto", "topic sources: TrackedBox ground truth matched to frames by stamp ('auto' = the image topic's namespace + '/ground_truth', '' = none)"),
@@ -48,6 +56,7 @@ PARAMS = (
     Param("loop", False, "restart the source when it ends"),
     Param("seed", 0, "random seed (world, noise, jitter)", non_negative),
     Param("frame_id", "davis", "frame_id of all published headers"),
+    Param("camera_latency_us", 50_000, "live camera: events are held this long so that APS frames (delivered after their exposure) fall in order; later frames are dropped with a warning", positive),
 )
 
 
@@ -81,6 +90,15 @@ def is_recording(spec: str) -> bool:
     return os.path.isfile(spec) and spec.lower().endswith(RECORDING_EXTS)
 
 
+def camera_of(spec: str):
+    """The serial number a ``camera`` source names ('' = the first camera found), else None."""
+    if spec == "camera":
+        return ""
+    if spec.startswith("camera:"):
+        return spec[len("camera:"):].strip()
+    return None
+
+
 def make_simulator(p: dict, source=None):
     """Build the core simulator from the node's parameter values (and a ready source)."""
     from ..davis.sources import open_source
@@ -91,6 +109,14 @@ def make_simulator(p: dict, source=None):
         from ..davis.recordings import open_recording
 
         return open_recording(p["source"], batch_us=p["packet_us"])
+    camera = camera_of(p["source"]) if source is None else None
+    if camera is not None:
+        from ..davis.recordings import CameraNotFoundError, LiveCamera
+
+        try:
+            return LiveCamera(camera or None, batch_us=p["packet_us"], latency_us=p["camera_latency_us"])
+        except (CameraNotFoundError, ImportError) as e:
+            raise ParameterError(f"source {p['source']!r}: {e}") from e
     if source is None:
         source = open_source(p["source"], seed=p["seed"])
     if p["dvs_model"] == "pixel":
@@ -119,6 +145,7 @@ class DavisSimulatorNode(Node):
         self.warn = RateLimitedWarner(self.get_logger())
         self.topic = topic_of(self.p)
         self.topic_source = None
+        self.live = self.topic is None and camera_of(self.p["source"]) is not None
         if self.topic is None:
             self.sim = make_simulator(self.p)
         else:
@@ -140,6 +167,11 @@ class DavisSimulatorNode(Node):
         self.thread.start()
         p = self.p
         src = p["source"] if self.topic is None else f"topic:{self.topic}" + (" (closed loop)" if p["closed_loop"] else "")
+        if self.live:
+            src = f"{self.sim.name} {self.sim.width}x{self.sim.height} (live)"
+            self.get_logger().info(f"source={src}, packets {p['packet_us']} us, events held "
+                                   f"{p['camera_latency_us']} us for frame order")
+            return
         pace = f"realtime_factor={p['realtime_factor']}" if self.topic is None else "paced by the topic"
         self.get_logger().info(
             f"source={src} {p['width']}x{p['height']} interp x{p['interp_factor']} "
@@ -193,7 +225,7 @@ def _publish_loop(node) -> None:
 
     p = node.p
     src = node.topic_source
-    pacer = Pacer(p["realtime_factor"] if src is None else 0.0)
+    pacer = Pacer(p["realtime_factor"] if src is None and not node.live else 0.0)
     end_us = int(p["duration_s"] * 1e6) if p["duration_s"] > 0 else None
     offset_us = 0
     try:
@@ -242,6 +274,9 @@ def _publish_loop(node) -> None:
                                                           frame_id=p["frame_id"]))
             if src is not None:
                 continue  # closed (the loop ends) or time went backwards (rebuild)
+            if node.live:
+                node.get_logger().info("the camera stopped")
+                return
             if not p["loop"]:
                 node.get_logger().info("source ended")
                 return
