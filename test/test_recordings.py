@@ -474,3 +474,28 @@ def test_live_camera_stream_shares_the_packet_logic():
     _assert_same_events(got, ev, 0)
     assert [f.t_us + cam.t_offset_us for f in fr] == [f.t_us for f in frames]
     np.testing.assert_array_equal(fr[1].image, frames[1].image)
+
+
+def test_live_camera_can_give_frames_as_they_arrive():
+    """Frames delivered 3 ms after their exposure: with no event hold the in-order stream
+    drops them as late; ``frames_at_once`` gives each out at the release after it arrives
+    (before later event batches, after earlier ones) and drops none; the events are the same."""
+    import dv_processing as dv
+
+    ev = _events(20_000, 60_000)                 # the fake delivers 200 events (~0.6 ms) at a time
+    frames = _frames([20_000, 40_000])
+    ordered = LiveCamera(device=_FakeDvCamera(dv, ev, frames), latency_us=0, poll_s=0)
+    with pytest.warns(RecordingWarning, match="dropped 0 events and 2 frames"):
+        got_o, fr_o = collect(list(ordered.stream()))
+    assert fr_o == []
+    cam = LiveCamera(device=_FakeDvCamera(dv, ev, frames), latency_us=0, poll_s=0, frames_at_once=True)
+    items = list(cam.stream())
+    got, fr = collect(items)
+    np.testing.assert_array_equal(got, got_o)
+    assert [f.t_us for f in fr] == [f.t_us - cam.t_offset_us for f in frames]
+    np.testing.assert_array_equal(fr[0].image, frames[0].image)
+    for f in fr:   # out after the batches up to its delivery (3 ms later), not held to its stamp
+        i = next(k for k, it in enumerate(items) if isinstance(it, ApsFrame) and it.t_us == f.t_us)
+        ends = [it.t1_us for it in items[:i] if not isinstance(it, ApsFrame)]
+        assert ends and f.t_us < ends[-1] <= f.t_us + 3000 + 1000
+    assert cam.stats["late_frames"] == 0

@@ -131,12 +131,17 @@ def _resolution_for(name: str) -> Optional[Tuple[int, int]]:
 
 
 class _StreamAssembler:
-    """Cuts time-stamped events into ``batch_us`` batches and interleaves frames in order."""
+    """Cuts time-stamped events into ``batch_us`` batches and interleaves frames in order.
 
-    def __init__(self, batch_us: int):
+    ``frames_at_once``: a frame is emitted at the next release after it arrives, even when
+    events after its time stamp were emitted before it (frames then only keep their own
+    order); for consumers that take frames and events apart, as the ROS topics do."""
+
+    def __init__(self, batch_us: int, frames_at_once: bool = False):
         if batch_us <= 0:
             raise ValueError(f"batch_us must be a positive number of microseconds, got {batch_us}")
         self.batch_us = int(batch_us)
+        self.frames_at_once = bool(frames_at_once)
         self.t0 = 0  # start of the next batch to emit
         self._pending: List[np.ndarray] = []
         self._frames: list = []  # heap of (t_us, seq, image)
@@ -166,6 +171,8 @@ class _StreamAssembler:
     def add_frame(self, t_us: int, image: np.ndarray) -> None:
         t_us = int(t_us)
         horizon = self.t0 if self._last_frame_t is None else max(self.t0, self._last_frame_t)
+        if self.frames_at_once:
+            horizon = self._last_frame_t if self._last_frame_t is not None else t_us
         if t_us < horizon:
             self.late_frames += 1
             return
@@ -181,6 +188,8 @@ class _StreamAssembler:
 
     def release(self, mark_us: int) -> Iterator[StreamItem]:
         """Everything that can no longer change once no item earlier than ``mark_us`` comes."""
+        if self.frames_at_once:
+            yield from self._pop_frames_before(np.iinfo(np.int64).max)
         k = (int(mark_us) - self.t0) // self.batch_us
         if k > 0:
             if len(self._pending) == 1:
@@ -298,8 +307,9 @@ class DavisRecording:
             self.t_offset_us = 0
 
     def stream(self, progress: Progress = None) -> Iterator[StreamItem]:
-        """Yield :class:`EventBatch` and :class:`ApsFrame` items in time order."""
-        asm = _StreamAssembler(self.batch_us)
+        """Yield :class:`EventBatch` and :class:`ApsFrame` items in time order (frames as they
+        arrive where ``frames_at_once`` is set)."""
+        asm = _StreamAssembler(self.batch_us, frames_at_once=getattr(self, "frames_at_once", False))
         self.stats = {}
         for item in _relative(self._items(progress), self._set_origin):
             kind = item[0]
@@ -1176,14 +1186,18 @@ class LiveCamera(DavisRecording):
 
     ``camera_name``: serial number (or None for the first camera found).  The stream holds
     events back ``latency_us`` so that APS frames (delivered after their exposure) fall in
-    order; frames later than that are dropped with a warning.  ``stream(duration_s=...)``
+    order; frames later than that are dropped with a warning.  ``frames_at_once``: frames
+    are not held in time order with the events but given out as they arrive (then
+    ``latency_us`` only has to cover the event batches' own jitter; for consumers that take
+    frames and events apart, like the ROS nodes).  ``stream(duration_s=...)``
     stops after that much sensor time; otherwise it runs until the camera stops.
     ``device``: an already opened dv camera object (skips discovery; used by tests).
     """
 
     def __init__(self, camera_name: Optional[str] = None, *, batch_us: int = DEFAULT_BATCH_US,
-                 latency_us: int = 50_000, device=None, poll_s: float = 0.001):
+                 latency_us: int = 50_000, device=None, poll_s: float = 0.001, frames_at_once: bool = False):
         self.batch_us, self.reorder_us, self.poll_s = int(batch_us), int(latency_us), float(poll_s)
+        self.frames_at_once = bool(frames_at_once)
         if self.batch_us <= 0:
             raise ValueError(f"batch_us must be positive, got {batch_us}")
         if device is None:

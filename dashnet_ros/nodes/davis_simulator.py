@@ -19,9 +19,10 @@ simulator on the new time line.
 A connected iniVation camera (``source: camera`` or ``camera:SERIAL``, through
 dv-processing) is a DAVIS already: its events and APS frames are published as they come
 (``realtime_factor``, ``loop`` and the simulation parameters do not apply), with stamps
-from the first event.  The core holds events ``camera_latency_us`` back so that APS
-frames, delivered after their exposure, fall in order
-(:class:`dashnet_ros.davis.recordings.LiveCamera`).
+from the first event: each event packet once the camera has delivered an event past its
+end (plus ``camera_latency_us`` for the event batches' own jitter), each APS frame when it
+arrives, after its exposure, so a frame's stamp is older than the packets published just
+before it, as with any camera driver (:class:`dashnet_ros.davis.recordings.LiveCamera`).
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ PARAMS = (
     Param("loop", False, "restart the source when it ends"),
     Param("seed", 0, "random seed (world, noise, jitter)", non_negative),
     Param("frame_id", "davis", "frame_id of all published headers"),
-    Param("camera_latency_us", 50_000, "live camera: events are held this long so that APS frames (delivered after their exposure) fall in order; later frames are dropped with a warning", positive),
+    Param("camera_latency_us", 1000, "live camera: event packets wait this long for late event batches (events older than a published packet are dropped with a warning); APS frames are published as they arrive", non_negative),
 )
 
 
@@ -114,7 +115,8 @@ def make_simulator(p: dict, source=None):
         from ..davis.recordings import CameraNotFoundError, LiveCamera
 
         try:
-            return LiveCamera(camera or None, batch_us=p["packet_us"], latency_us=p["camera_latency_us"])
+            return LiveCamera(camera or None, batch_us=p["packet_us"], latency_us=p["camera_latency_us"],
+                              frames_at_once=True)
         except (CameraNotFoundError, ImportError) as e:
             raise ParameterError(f"source {p['source']!r}: {e}") from e
     if source is None:
@@ -170,7 +172,7 @@ class DavisSimulatorNode(Node):
         if self.live:
             src = f"{self.sim.name} {self.sim.width}x{self.sim.height} (live)"
             self.get_logger().info(f"source={src}, packets {p['packet_us']} us, events held "
-                                   f"{p['camera_latency_us']} us for frame order")
+                                   f"{p['camera_latency_us']} us for late batches, frames as they arrive")
             return
         pace = f"realtime_factor={p['realtime_factor']}" if self.topic is None else "paced by the topic"
         self.get_logger().info(
