@@ -372,6 +372,7 @@ class HybridTracker:
             TCF.for_frame_rate(aps_rate_hz, propagate=tcf_propagate)
         self.fused: Optional[np.ndarray] = None
         self._init_t_us: Optional[int] = None
+        self._held: List[ApsFrame] = []    # frames waiting for the SNN windows that end by their stamp
 
     @classmethod
     def from_weights(cls, width: int, height: int, *, mode: str = "hybrid", snn_preset: str = "fast",
@@ -393,6 +394,7 @@ class HybridTracker:
             raise ValueError(f"initial box {np.asarray(box).tolist()} is not a valid (x, y, w, h) box")
         self.fused = b
         self._init_t_us = int(t_us)
+        self._held = []
         self.tcf.reset()
         if self.snn:
             self.snn.init(b, t_us)
@@ -420,9 +422,15 @@ class HybridTracker:
             return self.snn.push_events(ev, batch.t1_us)
         # hybrid: each call's search region is centred on the latest fused box
         self.snn.add_events(ev)
-        while self.snn.windows_ready(batch.t1_us):
+        while True:
+            outs += self._release_frames()
+            k = min(self.snn.windows_ready(batch.t1_us), self.snn.windows_per_call)
+            if self._held:      # no window may end after a held frame's stamp before it is used
+                k = min(k, self.snn.windows_ready(self._held[0].t_us))
+            if k <= 0:
+                break
             self.snn.reference = self.fused
-            for o in self.snn.step(min(self.snn.windows_ready(batch.t1_us), self.snn.windows_per_call)):
+            for o in self.snn.step(k):
                 fused = self.tcf.fuse(o.t_us, o.box, motion_px=o.motion_px)
                 sane = sane_box(fused, self.width, self.height)
                 if sane is not None:
@@ -430,9 +438,25 @@ class HybridTracker:
                 outs += [o, TrackOutput(o.t_us, "fused", fused)]
         return outs
 
+    def _release_frames(self) -> List[TrackOutput]:
+        """The held frames whose SNN windows (those ending by the frame's stamp) have run."""
+        outs: List[TrackOutput] = []
+        while self._held and not self.snn.windows_ready(self._held[0].t_us):
+            outs += self._use_frame(self._held.pop(0))
+        return outs
+
     def _frame(self, frame: ApsFrame) -> List[TrackOutput]:
         if self.ann is None or frame.t_us < self._init_t_us:
             return []
+        if self.mode == "hybrid" and (self._held or self.snn.windows_ready(frame.t_us)):
+            # a stream may give a frame before the events of its own packet (a DAVIS
+            # recording does): eq. 10 wants the fused box of the windows ending by the frame,
+            # so the frame waits for them (the simulator's streams never wait)
+            self._held.append(frame)
+            return []
+        return self._use_frame(frame)
+
+    def _use_frame(self, frame: ApsFrame) -> List[TrackOutput]:
         # eq. 10: the latest fused box before the frame (ANN-AT alone: its own last box)
         if self.mode == "hybrid":
             feedback = self.fused
@@ -451,6 +475,13 @@ class HybridTracker:
                 self.fused = sane
         return outs
 
+    def flush(self) -> List[TrackOutput]:
+        """At the end of a stream: the frames still waiting for events that never came."""
+        outs: List[TrackOutput] = []
+        while self._held:
+            outs += self._use_frame(self._held.pop(0))
+        return outs
+
     def run(self, stream, progress=None):
         """Consume a whole stream; returns ``{source: (t_us[N], boxes[N, 4])}``."""
         acc = {}
@@ -459,5 +490,7 @@ class HybridTracker:
                 acc.setdefault(o.source, []).append((o.t_us, o.box))
             if progress:
                 progress(item)
+        for o in self.flush():
+            acc.setdefault(o.source, []).append((o.t_us, o.box))
         return {k: (np.array([t for t, _ in v], np.int64), np.stack([b for _, b in v]).astype(np.float32))
                 for k, v in acc.items()}

@@ -101,3 +101,64 @@ def test_overlay_video_has_one_frame_per_interval(seq_and_weights, tmp_path):
     ok, frame = cap.read()
     assert ok and frame.shape == (540, 720, 3)
     assert 18 <= n <= 23  # ~one per source frame interval (the first APS frame comes first)
+
+
+def _lines(path):
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+def test_track_a_davis_recording_from_a_given_box(seq_and_weights, tmp_path, capsys):
+    """A jAER recording of the sequence's simulated stream, tracked from the first annotated
+    box given with --init, gives the very boxes of tracking the sequence: the recording's
+    frames come before the events of their packet, and each waits for the SNN windows that
+    end by its stamp.  Without --init it is refused by name."""
+    from dashnet_ros.davis.recordings import collect, write_aedat2
+    from dashnet_ros.davis.sources import read_first_annotation
+    from dashnet_ros.eval.runner import open_input
+
+    seq, snn_w, ann_w = seq_and_weights
+    events, frames = collect(open_input(seq, interp_factor=1).stream)
+    assert len(frames) == 3 and frames[0].t_us == 0
+    rec = str(tmp_path / "probe.aedat")
+    write_aedat2(rec, events, frames, t_offset_us=1_000_000)   # the reader puts the first stamp (frame 0) at 0
+    assert _track(rec, snn_w, ann_w, str(tmp_path / "x.txt")) == 2
+    assert "a DAVIS recording has no annotation; give the target's box" in capsys.readouterr().err
+    # the shipped weights (untrained ones give the same boxes whatever the frame order)
+    common = ["--interp-factor", "1", "--threads", "1"]
+    assert main(["track", seq, "--out", str(tmp_path / "nfs.txt"), *common]) == 0
+    box = ",".join(f"{v:.3f}" for v in read_first_annotation(seq))
+    assert main(["track", rec, "--out", str(tmp_path / "rec.txt"), "--init", box, *common]) == 0
+    nfs, got = _lines(tmp_path / "nfs.txt"), _lines(tmp_path / "rec.txt")
+    assert len(nfs) > 150 and got[:len(nfs)] == nfs
+
+
+def test_track_a_video_from_a_given_box_in_its_pixels(seq_and_weights, tmp_path, capsys):
+    """A video (the sequence's frames at twice the size, 240 fps) with --init in the video's
+    pixels: the same number of boxes as the sequence, in the video's pixels."""
+    import glob
+
+    import cv2
+
+    from dashnet_ros.davis.sources import read_first_annotation
+
+    seq, snn_w, ann_w = seq_and_weights
+    paths = sorted(glob.glob(os.path.join(seq, "240", "probe", "*")))
+    h, w = cv2.imread(paths[0]).shape[:2]
+    video = str(tmp_path / "probe.avi")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 240.0, (2 * w, 2 * h))
+    for p in paths:
+        writer.write(cv2.resize(cv2.imread(p), (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST))
+    writer.release()
+    assert _track(video, snn_w, ann_w, str(tmp_path / "x.txt")) == 2
+    assert "a video has no annotation" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:            # argparse refuses the value
+        _track(video, snn_w, ann_w, str(tmp_path / "v.txt"), "--init", "1,2,3")
+    assert e.value.code == 2 and "expected four numbers x,y,w,h, got '1,2,3'" in capsys.readouterr().err
+    box = 2 * np.asarray(read_first_annotation(seq), np.float64)
+    assert _track(video, snn_w, ann_w, str(tmp_path / "v.txt"), "--init", ",".join(map(str, box))) == 0
+    assert _track(seq, snn_w, ann_w, str(tmp_path / "nfs.txt")) == 0
+    v, n = np.loadtxt(tmp_path / "v.txt", delimiter=","), np.loadtxt(tmp_path / "nfs.txt", delimiter=",")
+    assert v.shape == n.shape
+    np.testing.assert_array_equal(v[:, 0], n[:, 0])
+    np.testing.assert_allclose(v[0, 1:], 2 * n[0, 1:], atol=1.5)   # one window from the init box, video pixels

@@ -1,10 +1,14 @@
-"""``dashnet track SEQ --out FILE [--mode ...]``: track one sequence offline.
+"""``dashnet track SEQ --out FILE [--mode ...] [--init X,Y,W,H]``: track one sequence offline.
 
-SEQ is an NFS-layout sequence directory (``SEQ/240/<seq>.txt`` + frames, 240 fps) or a
-hybrid dataset file.  The tracker is initialised from the first annotation line only and
-sees nothing else of the ground truth.  Writes one line per output, ``t_s,x,y,w,h``
-(seconds from the first frame, frame k at (k-1)/240 s; top-left box in the sequence's
-pixels; ``nan`` where the tracker has no estimate).
+SEQ is an NFS-layout sequence directory (``SEQ/240/<seq>.txt`` + frames, 240 fps), a
+hybrid dataset file, a DAVIS recording (``.aedat`` jAER 2.0 / 3.1, ``.aedat4``: its own
+events and APS frames, not simulated) or a video file (simulated as a DAVIS at the video's
+frame rate).  The tracker is initialised from the first annotation line only and sees
+nothing else of the ground truth; recordings and videos have none, so ``--init`` gives the
+target's box (at the first event of a recording, in the first frame of a video; it also
+overrides an annotation).  Writes one line per output, ``t_s,x,y,w,h`` (seconds from the
+first frame, frame k at (k-1)/240 s, or from a recording's first event; top-left box in
+the input's pixels; ``nan`` where the tracker has no estimate).
 """
 from __future__ import annotations
 
@@ -26,6 +30,18 @@ def write_track(path: str, t_us: np.ndarray, boxes: np.ndarray, t0_us: int = 0) 
     os.replace(tmp, path)
 
 
+def _box_arg(text: str):
+    import argparse
+
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4:
+        raise argparse.ArgumentTypeError(f"expected four numbers x,y,w,h, got {text!r}")
+    return box
+
+
 def run(args) -> int:
     from tqdm import tqdm
 
@@ -40,15 +56,17 @@ def run(args) -> int:
     try:
         check_tcf_time_scale(args.tcf_time_scale_s)
         inp = open_input(args.seq, aps_rate_hz=args.aps_rate_hz, interp_factor=args.interp_factor,
-                         dvs_model=args.dvs_model)
+                         dvs_model=args.dvs_model, init_box=args.init)
         tracker = HybridTracker.from_weights(
             inp.width, inp.height, mode=tracker_mode, snn_preset=args.snn_preset, ann_preset=args.ann_preset,
             snn_weights=args.snn_weights, ann_weights=args.ann_weights, aps_rate_hz=args.aps_rate_hz,
             tcf_time_scale_s=args.tcf_time_scale_s)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
-    with tqdm(total=(inp.duration_us or 0) / 1e6, unit="s", desc=f"tracking {inp.name}", leave=False,
-              bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} s sensor time [{elapsed}<{remaining}]") as bar:
+    total = inp.duration_us / 1e6 if inp.duration_us else None     # a recording's length is not known upfront
+    with tqdm(total=total, unit="s", desc=f"tracking {inp.name}", leave=False,
+              bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} s sensor time [{elapsed}<{remaining}]" if total
+              else "{desc}: {n:.2f} s sensor time [{elapsed}]") as bar:
         out = track(inp, tracker, lambda done, total: bar.update(done / 1e6 - bar.n))
     if stream not in out:
         raise UserError(f"mode {args.mode!r} produced no output (is the sequence empty?)")
@@ -59,8 +77,11 @@ def run(args) -> int:
 
 
 def add_parser(sub):
-    p = sub.add_parser("track", help="track one sequence offline (NFS layout or dataset file)", description=__doc__)
-    p.add_argument("seq", help="NFS sequence directory or hybrid dataset .h5")
+    p = sub.add_parser("track", help="track one sequence offline (NFS layout, dataset file, DAVIS recording or video)", description=__doc__)
+    p.add_argument("seq", help="NFS sequence directory, hybrid dataset .h5, DAVIS recording (.aedat, .aedat4) or video file")
+    p.add_argument("--init", type=_box_arg, metavar="X,Y,W,H",
+                   help="the target's initial box in the input's pixels (needed for recordings and videos; "
+                        "overrides an annotation)")
     p.add_argument("--out", required=True, help="output file: t_s,x,y,w,h per line")
     p.add_argument("--mode", default="hybrid", choices=["hybrid", "snn", "snn-origin", "ann", "ann-nat"])
     p.add_argument("--snn-preset", default="fast", choices=["fast", "paper"])

@@ -156,6 +156,8 @@ class _Timed:
                 acc.setdefault(o.source, []).append((o.t_us, o.box, dt_ms))
             if progress:
                 progress(item)
+        for o in self.tracker.flush():      # frames still held at the end of the stream
+            acc.setdefault(o.source, []).append((o.t_us, o.box, 0.0))
         return {k: (np.array([a[0] for a in v], np.int64), np.stack([a[1] for a in v]).astype(np.float32),
                     np.array([a[2] for a in v])) for k, v in acc.items()}
 

@@ -1,10 +1,14 @@
 """Run a tracker over one sequence the way a user's DAVIS would see it.
 
 An input is an NFS-layout sequence directory (simulated into a DAVIS stream: APS frames
-at ``aps_rate_hz`` plus events from every source frame with FCN interpolation) or a hybrid
-dataset file (``.h5``, already simulated).  The tracker gets exactly one piece of ground
-truth: the first annotation line (NFS: read on its own, later lines are never opened;
-dataset: its first GT box).  Outputs are mapped back to the sequence's own pixels.
+at ``aps_rate_hz`` plus events from every source frame with FCN interpolation), a hybrid
+dataset file (``.h5``, already simulated), a DAVIS recording (``.aedat`` 2.0 / 3.1,
+``.aedat4``: replayed as recorded, times from its first event) or a video file (simulated
+like an NFS sequence, at the video's own frame rate).  The tracker gets exactly one piece
+of ground truth: the first annotation line (NFS: read on its own, later lines are never
+opened; dataset: its first GT box), or the box the user gives (``init_box``, in the
+input's own pixels; required for recordings and videos, which carry no annotation).
+Outputs are mapped back to the input's own pixels.
 """
 from __future__ import annotations
 
@@ -29,34 +33,73 @@ class TrackingInput:
     name: str
 
 
+RECORDING_EXTS = (".aedat", ".aedat2", ".aedat3", ".aedat4")
+
+
+def _user_box(init_box, path: str) -> np.ndarray:
+    b = np.asarray(init_box, np.float64).reshape(-1)
+    if b.size != 4 or not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
+        raise ValueError(f"{path}: the initial box must be x,y,w,h with w, h > 0, got {list(init_box)}")
+    return b
+
+
+def _scaled(box, sx: float, sy: float) -> np.ndarray:
+    return np.array([box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy], np.float32)
+
+
 def open_input(path: str, *, aps_rate_hz: float = 30.0, interp_factor: int = 7, dvs_model: str = "pixel",
-               width: int = 240, height: int = 180, seed: int = 0, interpolator=None) -> TrackingInput:
-    """Open an NFS sequence dir or a hybrid dataset file for tracking (see module doc)."""
+               width: int = 240, height: int = 180, seed: int = 0, interpolator=None,
+               init_box=None) -> TrackingInput:
+    """Open an NFS sequence dir, a hybrid dataset file, a DAVIS recording or a video file for
+    tracking (see module doc).  ``init_box``: ``(x, y, w, h)`` in the input's pixels instead
+    of its first annotation."""
     path = os.fspath(path)
+    name = os.path.basename(os.path.normpath(path))
+    if os.path.isfile(path):
+        name = os.path.splitext(name)[0]
     if os.path.isfile(path) and path.endswith((".h5", ".hdf5")):
         from ..io.dataset import HybridDataset
 
         ds = HybridDataset(path)
-        init = ds.initial_box()
+        init = ds.initial_box() if init_box is None else _scaled(_user_box(init_box, path), *ds.scale_xy)
         if init is None:
             raise ValueError(f"{path}: the dataset has no ground-truth box to initialise from")
         return TrackingInput(ds.stream(), np.asarray(init, np.float32), int(ds.t0_us), ds.width, ds.height,
-                             tuple(ds.scale_xy), int(ds.duration_us), os.path.splitext(os.path.basename(path))[0])
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: neither an NFS sequence directory nor a .h5 dataset file")
-    from ..davis.sources import ImageFolderSource, _nfs_paths, read_first_annotation
+                             tuple(ds.scale_xy), int(ds.duration_us), name)
+    if os.path.isfile(path) and path.lower().endswith(RECORDING_EXTS):
+        from ..davis.recordings import open_recording
+
+        if init_box is None:
+            raise ValueError(f"{path}: a DAVIS recording has no annotation; give the target's box at its "
+                             "first event as --init x,y,w,h (sensor pixels)")
+        rec = open_recording(path)
+        return TrackingInput(rec.stream(), _scaled(_user_box(init_box, path), 1.0, 1.0), 0, rec.width, rec.height,
+                             (1.0, 1.0), None, name)
     from ..davis.stream import DavisSimulator
 
-    _, frame_dir = _nfs_paths(path)
-    init_src = read_first_annotation(path)  # the first line only
-    # The frames alone: the annotation file is not opened again (trackers see no more GT).
-    source = ImageFolderSource(frame_dir, fps=240.0)
+    if os.path.isfile(path):
+        from ..davis.sources import VideoSource
+
+        if init_box is None:
+            raise ValueError(f"{path}: a video has no annotation; give the target's box in its first frame "
+                             "as --init x,y,w,h (video pixels)")
+        source = VideoSource(path)
+        init_src, fps = _user_box(init_box, path), source.fps
+    elif os.path.isdir(path):
+        from ..davis.sources import ImageFolderSource, _nfs_paths, read_first_annotation
+
+        _, frame_dir = _nfs_paths(path)
+        # the first line only; the annotation file is not opened again (trackers see no more GT)
+        init_src = read_first_annotation(path) if init_box is None else _user_box(init_box, path)
+        fps = 240.0
+        source = ImageFolderSource(frame_dir, fps=fps)
+    else:
+        raise FileNotFoundError(f"{path}: no such NFS sequence directory, dataset, recording or video file")
     sim = DavisSimulator(source, width=width, height=height, interp_factor=interp_factor,
                          interpolator=interpolator, dvs_model=dvs_model, aps_rate_hz=aps_rate_hz, seed=seed)
     sx, sy = sim.scale_xy
-    init = np.array([init_src[0] * sx, init_src[1] * sy, init_src[2] * sx, init_src[3] * sy], np.float32)
-    duration = int(round(len(source) * 1e6 / 240.0))
-    return TrackingInput(sim.stream(), init, 0, width, height, (sx, sy), duration, os.path.basename(os.path.normpath(path)))
+    duration = int(round(len(source) * 1e6 / fps))
+    return TrackingInput(sim.stream(), _scaled(init_src, sx, sy), 0, width, height, (sx, sy), duration, name)
 
 
 def to_source_px(boxes: np.ndarray, scale_xy) -> np.ndarray:
