@@ -131,6 +131,12 @@ def test_track_a_davis_recording_from_a_given_box(seq_and_weights, tmp_path, cap
     assert main(["track", rec, "--out", str(tmp_path / "rec.txt"), "--init", box, *common]) == 0
     nfs, got = _lines(tmp_path / "nfs.txt"), _lines(tmp_path / "rec.txt")
     assert len(nfs) > 150 and got[:len(nfs)] == nfs
+    # its overlay video (no ground truth to draw)
+    import cv2
+
+    out = str(tmp_path / "rec.mp4")
+    assert main(["overlay", rec, "--out", out, "--init", box, "--fps", "240", "--threads", "1"]) == 0
+    assert 18 <= int(cv2.VideoCapture(out).get(cv2.CAP_PROP_FRAME_COUNT)) <= 24
 
 
 def test_track_a_video_from_a_given_box_in_its_pixels(seq_and_weights, tmp_path, capsys):

@@ -1,9 +1,10 @@
 """``dashnet overlay SEQ --out VIDEO``: a tracking-overlay video of one sequence.
 
-Runs the hybrid pipeline (or ``--mode``) on an NFS sequence or a dataset file, as
-``dashnet track`` does, and draws the APS frame, the events of each video frame's interval
-and the boxes: ground truth (red, from the sequence's annotation, drawn only — the tracker
-never sees it), SNN (blue), ANN (orange) and fused (green).
+Runs the hybrid pipeline (or ``--mode``) on an NFS sequence, a dataset file, a DAVIS
+recording or a video (``--init X,Y,W,H`` as for ``dashnet track``), as ``dashnet track``
+does, and draws the APS frame, the events of each video frame's interval and the boxes:
+ground truth (red, from the sequence's annotation, drawn only — the tracker never sees
+it; recordings and videos have none), SNN (blue), ANN (orange) and fused (green).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from ..cli import UserError
 
 
 def run(args) -> int:
+    import os
+
     import numpy as np
 
     from ..eval.harness import ground_truth
@@ -22,7 +25,7 @@ def run(args) -> int:
 
     set_threads(args.threads)
     try:
-        inp = open_input(args.seq, interp_factor=args.interp_factor)
+        inp = open_input(args.seq, interp_factor=args.interp_factor, init_box=args.init)
         tracker = HybridTracker.from_weights(inp.width, inp.height, mode=args.mode, snn_weights=args.snn_weights,
                                              ann_weights=args.ann_weights)
     except (FileNotFoundError, ValueError) as e:
@@ -32,6 +35,8 @@ def run(args) -> int:
     outputs = tracker.run(items)
     gt = None
     try:
+        if os.path.isfile(args.seq) and not args.seq.endswith((".h5", ".hdf5")):
+            raise ValueError("a recording or video has no ground truth")
         t, b = ground_truth(args.seq)
         sx, sy = inp.scale_xy
         gt = (np.asarray(t), np.asarray(b) * np.array([sx, sy, sx, sy], np.float32))
@@ -44,7 +49,11 @@ def run(args) -> int:
 
 def add_parser(sub):
     p = sub.add_parser("overlay", help="tracking-overlay video of one sequence", description=__doc__)
-    p.add_argument("seq", help="NFS sequence directory or hybrid dataset .h5")
+    from .track import box_arg
+
+    p.add_argument("seq", help="NFS sequence directory, hybrid dataset .h5, DAVIS recording (.aedat, .aedat4) or video file")
+    p.add_argument("--init", type=box_arg, metavar="X,Y,W,H",
+                   help="the target's initial box in the input's pixels (needed for recordings and videos)")
     p.add_argument("--out", required=True, help="output video (.mp4)")
     p.add_argument("--mode", default="hybrid", choices=["hybrid", "snn-origin", "ann", "ann-nat"])
     p.add_argument("--snn-weights")

@@ -30,7 +30,8 @@ def write_track(path: str, t_us: np.ndarray, boxes: np.ndarray, t0_us: int = 0) 
     os.replace(tmp, path)
 
 
-def _box_arg(text: str):
+def box_arg(text: str):
+    """argparse type of `--init`: four comma-separated numbers x,y,w,h."""
     import argparse
 
     try:
@@ -79,7 +80,7 @@ def run(args) -> int:
 def add_parser(sub):
     p = sub.add_parser("track", help="track one sequence offline (NFS layout, dataset file, DAVIS recording or video)", description=__doc__)
     p.add_argument("seq", help="NFS sequence directory, hybrid dataset .h5, DAVIS recording (.aedat, .aedat4) or video file")
-    p.add_argument("--init", type=_box_arg, metavar="X,Y,W,H",
+    p.add_argument("--init", type=box_arg, metavar="X,Y,W,H",
                    help="the target's initial box in the input's pixels (needed for recordings and videos; "
                         "overrides an annotation)")
     p.add_argument("--out", required=True, help="output file: t_s,x,y,w,h per line")
