@@ -73,6 +73,8 @@ __all__ = [
     "Aedat4Recording",
     "LiveCamera",
     "open_recording",
+    "is_recording",
+    "RECORDING_EXTS",
     "write_aedat2",
     "write_aedat31",
     "write_aedat4",
@@ -1281,6 +1283,14 @@ def write_aedat4(path, events: np.ndarray, frames: Sequence[ApsFrame] = (), *, w
 # ----------------------------------------------------------------------------------------
 # Dispatch
 # ----------------------------------------------------------------------------------------
+
+
+RECORDING_EXTS = (".aedat", ".aedat2", ".aedat3", ".aedat4")
+
+
+def is_recording(path) -> bool:
+    """A jAER / iniVation recording file (AEDAT 2.0 / 3.1 / 4) by its name."""
+    return os.path.isfile(path) and str(path).lower().endswith(RECORDING_EXTS)
 
 
 def open_recording(path, **kwargs) -> DavisRecording:

@@ -33,9 +33,6 @@ class TrackingInput:
     name: str
 
 
-RECORDING_EXTS = (".aedat", ".aedat2", ".aedat3", ".aedat4")
-
-
 def _user_box(init_box, path: str) -> np.ndarray:
     b = np.asarray(init_box, np.float64).reshape(-1)
     if b.size != 4 or not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
@@ -66,9 +63,9 @@ def open_input(path: str, *, aps_rate_hz: float = 30.0, interp_factor: int = 7, 
             raise ValueError(f"{path}: the dataset has no ground-truth box to initialise from")
         return TrackingInput(ds.stream(), np.asarray(init, np.float32), int(ds.t0_us), ds.width, ds.height,
                              tuple(ds.scale_xy), int(ds.duration_us), name)
-    if os.path.isfile(path) and path.lower().endswith(RECORDING_EXTS):
-        from ..davis.recordings import open_recording
+    from ..davis.recordings import is_recording, open_recording
 
+    if is_recording(path):
         if init_box is None:
             raise ValueError(f"{path}: a DAVIS recording has no annotation; give the target's box at its "
                              "first event as --init x,y,w,h (sensor pixels)")
@@ -80,10 +77,10 @@ def open_input(path: str, *, aps_rate_hz: float = 30.0, interp_factor: int = 7, 
     if os.path.isfile(path):
         from ..davis.sources import VideoSource
 
+        source = VideoSource(path)
         if init_box is None:
             raise ValueError(f"{path}: a video has no annotation; give the target's box in its first frame "
                              "as --init x,y,w,h (video pixels)")
-        source = VideoSource(path)
         init_src, fps = _user_box(init_box, path), source.fps
     elif os.path.isdir(path):
         from ..davis.sources import ImageFolderSource, _nfs_paths, read_first_annotation

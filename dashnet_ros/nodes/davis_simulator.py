@@ -81,16 +81,6 @@ def ground_truth_topic(p: dict, image_topic: str) -> str:
     return f"{head}/ground_truth" if head or image_topic.startswith("/") else "ground_truth"
 
 
-RECORDING_EXTS = (".aedat", ".aedat2", ".aedat3", ".aedat4")
-
-
-def is_recording(spec: str) -> bool:
-    """A jAER / iniVation recording file (AEDAT 2.0 / 3.1 / 4)."""
-    import os
-
-    return os.path.isfile(spec) and spec.lower().endswith(RECORDING_EXTS)
-
-
 def camera_of(spec: str):
     """The serial number a ``camera`` source names ('' = the first camera found), else None."""
     if spec == "camera":
@@ -102,6 +92,7 @@ def camera_of(spec: str):
 
 def make_simulator(p: dict, source=None):
     """Build the core simulator from the node's parameter values (and a ready source)."""
+    from ..davis.recordings import is_recording
     from ..davis.sources import open_source
     from ..davis.stream import DavisSimulator
 
