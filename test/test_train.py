@@ -300,6 +300,18 @@ def test_cli_train_targets(data_dir, tmp_path):
     assert rc == 0 and load_checkpoint(str(tmp_path / "g.pt"))[1]["data_recipe"]["train"]["giou_weight"] == 0.0
 
 
+@pytest.mark.parametrize("target", ["snn", "ann"])
+def test_a_negative_overlap_weight_is_refused_before_the_data_is_read(target, tmp_path, capsys):
+    from dashnet_ros import cli
+
+    out = tmp_path / "w.pt"
+    rc = cli.main(["train", target, "--data", str(tmp_path / "no_such_data"), "--out", str(out),
+                   "--giou-weight", "-0.1", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "giou_weight must be a finite number >= 0, got -0.1" in err and "no_such_data" not in err
+    assert not out.exists()
+
+
 def test_scene_specs_and_frames_rendered_on_the_fly():
     assert scene_seeds("scenes:1000-1002") == [1000, 1001, 1002] and scene_seeds(" scenes:1005 ") == [1005]
     assert scene_seeds("out/train/data") is None and scene_seeds("scenes:12 (16 frames)") is None

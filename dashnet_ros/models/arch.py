@@ -275,6 +275,12 @@ def giou_cxcywh(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return inter / (union + eps) - (hull - union) / (hull + eps)
 
 
+def check_giou_weight(giou_weight: float) -> None:
+    """Refuse an overlap-term weight that is negative or not finite (by name)."""
+    if not (math.isfinite(giou_weight) and giou_weight >= 0):
+        raise ValueError(f"giou_weight must be a finite number >= 0, got {giou_weight}")
+
+
 def box_regression_loss(pred: torch.Tensor, target: torch.Tensor, model: Optional[nn.Module] = None, lam: float = 0.0,
                         giou_weight: float = 0.0) -> torch.Tensor:
     """Eq. 4 / eq. 6: squared box error summed over the 4 numbers, mean over samples, plus
@@ -286,8 +292,7 @@ def box_regression_loss(pred: torch.Tensor, target: torch.Tensor, model: Optiona
     """
     if pred.shape != target.shape or pred.shape[-1] != 4:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be [..., 4]")
-    if giou_weight < 0 or not math.isfinite(giou_weight):
-        raise ValueError(f"giou_weight must be a finite number >= 0, got {giou_weight}")
+    check_giou_weight(giou_weight)
     valid = torch.isfinite(target).all(-1)
     if bool(valid.any()):
         p, t = pred[valid], target[valid]

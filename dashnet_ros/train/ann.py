@@ -29,7 +29,7 @@ import torch
 from ..boxes import iou
 from ..fusion.attention import shift_box
 from ..models.ann import PRESETS, ANNPreset, FrameTracker, ann_loss
-from ..models.arch import region_norm_to_box, weight_l2
+from ..models.arch import check_giou_weight, region_norm_to_box, weight_l2
 from . import common
 from .data import (ANNSampler, FrameSequence, data_recipe, list_datasets, perturb, scene_seeds, scenes_recipe,
                    valid_box)
@@ -139,6 +139,7 @@ def train(data, out: str, preset="fast", attention: bool = True, steps: int = 20
     name, p = resolve_preset(preset)
     if steps < 1 or batch < 1:
         raise ValueError(f"steps and batch must be >= 1, got {steps} and {batch}")
+    check_giou_weight(giou_weight)      # now, not at the first step after the data has loaded
     opts = dict(preset=name, attention=bool(attention), steps=steps, batch=batch, lr=lr, lam=lam,
                 feedback_noise=feedback_noise, wide_noise=wide_noise, p_wide=p_wide, p_none=p_none,
                 far_shift=far_shift, p_far=p_far, every_frame=every_frame, pool=pool, seed=seed,

@@ -34,7 +34,7 @@ import torch
 
 from ..boxes import iou
 from ..fusion.attention import shift_box
-from ..models.arch import box_to_region_norm, region_norm_to_box
+from ..models.arch import box_to_region_norm, check_giou_weight, region_norm_to_box
 from ..models.snn import PRESETS, SNNPreset, SpikingTracker, snn_loss
 from . import common
 from .data import (EventSequence, SNNClip, SNNSampler, data_recipe, list_datasets, perturb,
@@ -249,6 +249,7 @@ def train(data, out: str, preset: str = "fast", steps: int = 1500, batch: int = 
     p = PRESETS[preset]
     if not ref_offset >= 0:
         raise ValueError(f"ref_offset must be >= 0, got {ref_offset!r}")
+    check_giou_weight(giou_weight)      # now, not at the first step after the data has loaded
     opts = dict(preset=preset, steps=steps, batch=batch, lr=lr, lam=lam, windows=windows,
                 ref_noise=ref_noise, self_feed=self_feed, burn_in=burn_in, pool=pool, seed=seed)
     if ref_offset:
