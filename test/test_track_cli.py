@@ -168,3 +168,63 @@ def test_track_a_video_from_a_given_box_in_its_pixels(seq_and_weights, tmp_path,
     assert v.shape == n.shape
     np.testing.assert_array_equal(v[:, 0], n[:, 0])
     np.testing.assert_allclose(v[0, 1:], 2 * n[0, 1:], atol=1.5)   # one window from the init box, video pixels
+
+
+def test_jaer_target_labels_read_write_and_refusals(tmp_path):
+    from dashnet_ros.davis.labels import read_target_locations, write_target_locations
+
+    p = tmp_path / "rec-targets.txt"
+    boxes = np.array([[np.nan] * 4, [100, 20, 24, 18], [110, 30, 24, 18]], np.float32)
+    write_target_locations(p, [5_000, 6_000, 7_000], boxes, 180)
+    lines = p.read_text().splitlines()
+    assert lines[0] == "#!TargetLocations-2.0" and lines[3] == "0 5000 -1 -1 -1 -1 -1"
+    assert lines[4] == "1 6000 112 150 0 24 18"          # centre, jAER's y axis up: 179 - 29
+    t, b = read_target_locations(p, 180)
+    assert t.tolist() == [5_000, 6_000, 7_000] and np.isnan(b[0]).all()
+    np.testing.assert_allclose(b[1:], boxes[1:])
+    with open(p, "a") as f:
+        f.write("garbage\n")
+    t1, b1 = read_target_locations(p, 180, first_visible_only=True)   # never reads past the first target
+    assert t1.tolist() == [5_000, 6_000] and np.isfinite(b1[-1]).all()
+    with pytest.raises(ValueError, match=r"rec-targets.txt:7: not a target label"):
+        read_target_locations(p, 180)
+    p.write_text("# header only\n3 9000 50 60 0\n")
+    with pytest.raises(ValueError, match=r":2: a visible target needs a positive width and height"):
+        read_target_locations(p, 180)
+
+
+def test_track_and_eval_a_recording_from_its_target_labels(seq_and_weights, tmp_path, capsys):
+    """A recording with jAER target labels beside it (REC-targets.txt): `dashnet track`
+    starts at the first visible label, from its box; --init and --labels together are
+    refused; `dashnet eval` scores the recording against its visible labels."""
+    import json
+
+    from dashnet_ros.davis.labels import read_target_locations, write_target_locations
+    from dashnet_ros.davis.recordings import collect, write_aedat2
+    from dashnet_ros.eval.harness import ground_truth
+    from dashnet_ros.eval.runner import open_input
+
+    seq, snn_w, ann_w = seq_and_weights
+    events, frames = collect(open_input(seq, interp_factor=1).stream)
+    rec = str(tmp_path / "probe.aedat")
+    write_aedat2(rec, events, frames, t_offset_us=1_000_000)
+    gt_t, gt_b = ground_truth(seq)
+    t_lab = 1_000_000 + gt_t
+    lab = gt_b.copy()
+    lab[:3] = np.nan                                  # not visible in the first three labels
+    write_target_locations(tmp_path / "probe-targets.txt", t_lab, lab, 180)
+    assert _track(rec, snn_w, ann_w, str(tmp_path / "lab.txt")) == 0
+    rows = np.loadtxt(tmp_path / "lab.txt", delimiter=",")
+    assert rows[0, 0] > gt_t[3] / 1e6 and rows[0, 0] < gt_t[3] / 1e6 + 0.001   # from the first visible label
+    # the tracker starts at that label's instant, from its box
+    inp = open_input(rec, labels=str(tmp_path / "probe-targets.txt"))
+    assert inp.init_us == gt_t[3]
+    np.testing.assert_allclose(inp.init_box, read_target_locations(tmp_path / "probe-targets.txt", 180)[1][3])
+    assert _track(rec, snn_w, ann_w, str(tmp_path / "x.txt"), "--init", "1,2,3,4", "--labels",
+                  str(tmp_path / "probe-targets.txt")) == 2
+    assert "not both" in capsys.readouterr().err
+    out = tmp_path / "ev"
+    assert main(["eval", rec, "--trackers", "hybrid", "--out", str(out), "--snn-weights", snn_w,
+                 "--ann-weights", ann_w]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["per_sequence"]["probe"]["hybrid"]["n_instants"] == len(gt_t) - 3

@@ -12,8 +12,6 @@ from ..cli import UserError
 
 
 def run(args) -> int:
-    import os
-
     import numpy as np
 
     from ..eval.harness import ground_truth
@@ -25,18 +23,16 @@ def run(args) -> int:
 
     set_threads(args.threads)
     try:
-        inp = open_input(args.seq, interp_factor=args.interp_factor, init_box=args.init)
+        inp = open_input(args.seq, interp_factor=args.interp_factor, init_box=args.init, labels=args.labels)
         tracker = HybridTracker.from_weights(inp.width, inp.height, mode=args.mode, snn_weights=args.snn_weights,
                                              ann_weights=args.ann_weights)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     items = list(inp.stream)
-    tracker.init(inp.init_box, inp.t0_us)
+    tracker.init(inp.init_box, inp.t0_us if inp.init_us is None else inp.init_us)
     outputs = tracker.run(items)
     gt = None
     try:
-        if os.path.isfile(args.seq) and not args.seq.endswith((".h5", ".hdf5")):
-            raise ValueError("a recording or video has no ground truth")
         t, b = ground_truth(args.seq)
         sx, sy = inp.scale_xy
         gt = (np.asarray(t), np.asarray(b) * np.array([sx, sy, sx, sy], np.float32))
@@ -53,7 +49,9 @@ def add_parser(sub):
 
     p.add_argument("seq", help="NFS sequence directory, hybrid dataset .h5, DAVIS recording (.aedat, .aedat4) or video file")
     p.add_argument("--init", type=box_arg, metavar="X,Y,W,H",
-                   help="the target's initial box in the input's pixels (needed for recordings and videos)")
+                   help="the target's initial box in the input's pixels (needed for videos, and recordings without labels)")
+    p.add_argument("--labels", metavar="FILE",
+                   help="a recording's jAER target labels (default: REC-targets.txt beside REC.aedat)")
     p.add_argument("--out", required=True, help="output video (.mp4)")
     p.add_argument("--mode", default="hybrid", choices=["hybrid", "snn-origin", "ann", "ann-nat"])
     p.add_argument("--snn-weights")

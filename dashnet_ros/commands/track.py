@@ -57,7 +57,7 @@ def run(args) -> int:
     try:
         check_tcf_time_scale(args.tcf_time_scale_s)
         inp = open_input(args.seq, aps_rate_hz=args.aps_rate_hz, interp_factor=args.interp_factor,
-                         dvs_model=args.dvs_model, init_box=args.init)
+                         dvs_model=args.dvs_model, init_box=args.init, labels=args.labels)
         tracker = HybridTracker.from_weights(
             inp.width, inp.height, mode=tracker_mode, snn_preset=args.snn_preset, ann_preset=args.ann_preset,
             snn_weights=args.snn_weights, ann_weights=args.ann_weights, aps_rate_hz=args.aps_rate_hz,
@@ -81,8 +81,11 @@ def add_parser(sub):
     p = sub.add_parser("track", help="track one sequence offline (NFS layout, dataset file, DAVIS recording or video)", description=__doc__)
     p.add_argument("seq", help="NFS sequence directory, hybrid dataset .h5, DAVIS recording (.aedat, .aedat4) or video file")
     p.add_argument("--init", type=box_arg, metavar="X,Y,W,H",
-                   help="the target's initial box in the input's pixels (needed for recordings and videos; "
-                        "overrides an annotation)")
+                   help="the target's initial box in the input's pixels (needed for videos, and recordings "
+                        "without labels; overrides an annotation)")
+    p.add_argument("--labels", metavar="FILE",
+                   help="a recording's jAER target labels (TargetLocations); the tracker starts at the first "
+                        "visible target and reads no further (default: REC-targets.txt beside REC.aedat)")
     p.add_argument("--out", required=True, help="output file: t_s,x,y,w,h per line")
     p.add_argument("--mode", default="hybrid", choices=["hybrid", "snn", "snn-origin", "ann", "ann-nat"])
     p.add_argument("--snn-preset", default="fast", choices=["fast", "paper"])

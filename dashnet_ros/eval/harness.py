@@ -72,7 +72,24 @@ def find_sequences(inputs: Sequence[str]) -> List[str]:
 
 def ground_truth(seq: str):
     """``(t_us, boxes)`` in the sequence's pixels: the 8x sidecar, the per-frame annotation,
-    or a dataset file's fine ground truth."""
+    a dataset file's fine ground truth, or a recording's jAER target labels (its sidecar
+    ``REC-targets.txt``; times on the recording's stream clock)."""
+    from ..davis.recordings import is_recording
+
+    if is_recording(seq):
+        from ..davis.labels import read_target_locations
+        from ..davis.recordings import open_recording
+        from .runner import label_sidecar
+
+        labels = label_sidecar(seq)
+        if labels is None:
+            raise ValueError(f"{seq}: no target labels to evaluate against "
+                             f"(jAER TargetLocations file {os.path.splitext(seq)[0]}-targets.txt)")
+        rec = open_recording(seq)
+        t, b = read_target_locations(labels, rec.height)
+        return t - int(rec.t_offset_us), b
+    if os.path.isfile(seq) and not seq.endswith((".h5", ".hdf5")):
+        raise ValueError(f"{seq}: a video has no ground truth to evaluate against")
     if os.path.isfile(seq):
         from ..io.dataset import HybridDataset
 

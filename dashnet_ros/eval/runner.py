@@ -6,8 +6,10 @@ dataset file (``.h5``, already simulated), a DAVIS recording (``.aedat`` 2.0 / 3
 ``.aedat4``: replayed as recorded, times from its first event) or a video file (simulated
 like an NFS sequence, at the video's own frame rate).  The tracker gets exactly one piece
 of ground truth: the first annotation line (NFS: read on its own, later lines are never
-opened; dataset: its first GT box), or the box the user gives (``init_box``, in the
-input's own pixels; required for recordings and videos, which carry no annotation).
+opened; dataset: its first GT box; recording: the first visible target of its jAER
+target-label file, read up to that line -- ``labels``, or the sidecar ``REC-targets.txt``
+beside ``REC.aedat``, see :mod:`dashnet_ros.davis.labels`), or the box the user gives
+(``init_box``, in the input's own pixels, at its start; videos carry no annotation).
 Outputs are mapped back to the input's own pixels.
 """
 from __future__ import annotations
@@ -31,6 +33,13 @@ class TrackingInput:
     scale_xy: tuple             # stream pixels per source pixel
     duration_us: Optional[int]
     name: str
+    init_us: Optional[int] = None   # when the tracker starts (None: t0_us); a recording's first label
+
+
+def label_sidecar(path: str) -> Optional[str]:
+    """``REC-targets.txt`` beside the recording ``REC.aedat`` (its jAER target labels), if any."""
+    side = os.path.splitext(os.fspath(path))[0] + "-targets.txt"
+    return side if os.path.isfile(side) else None
 
 
 def _user_box(init_box, path: str) -> np.ndarray:
@@ -46,10 +55,10 @@ def _scaled(box, sx: float, sy: float) -> np.ndarray:
 
 def open_input(path: str, *, aps_rate_hz: float = 30.0, interp_factor: int = 7, dvs_model: str = "pixel",
                width: int = 240, height: int = 180, seed: int = 0, interpolator=None,
-               init_box=None) -> TrackingInput:
+               init_box=None, labels: Optional[str] = None) -> TrackingInput:
     """Open an NFS sequence dir, a hybrid dataset file, a DAVIS recording or a video file for
     tracking (see module doc).  ``init_box``: ``(x, y, w, h)`` in the input's pixels instead
-    of its first annotation."""
+    of its first annotation; ``labels``: a recording's target-label file (default: its sidecar)."""
     path = os.fspath(path)
     name = os.path.basename(os.path.normpath(path))
     if os.path.isfile(path):
@@ -66,12 +75,24 @@ def open_input(path: str, *, aps_rate_hz: float = 30.0, interp_factor: int = 7, 
     from ..davis.recordings import is_recording, open_recording
 
     if is_recording(path):
-        if init_box is None:
-            raise ValueError(f"{path}: a DAVIS recording has no annotation; give the target's box at its "
-                             "first event as --init x,y,w,h (sensor pixels)")
         rec = open_recording(path)
-        return TrackingInput(rec.stream(), _scaled(_user_box(init_box, path), 1.0, 1.0), 0, rec.width, rec.height,
-                             (1.0, 1.0), None, name)
+        labels = labels or (label_sidecar(path) if init_box is None else None)
+        if init_box is not None and labels is not None:
+            raise ValueError(f"{path}: give the initial box (--init) or a label file (--labels), not both")
+        if init_box is not None:
+            box, t_init = _scaled(_user_box(init_box, path), 1.0, 1.0), 0
+        elif labels is not None:
+            from ..davis.labels import read_target_locations
+
+            t, b = read_target_locations(labels, rec.height, first_visible_only=True)   # up to that line only
+            if not np.all(np.isfinite(b[-1])):
+                raise ValueError(f"{labels}: no visible target to initialise from")
+            box, t_init = b[-1], max(0, int(t[-1]) - int(rec.t_offset_us))
+        else:
+            raise ValueError(f"{path}: a DAVIS recording has no annotation; give the target's box at its "
+                             "first event as --init x,y,w,h (sensor pixels), or its jAER target labels "
+                             f"(--labels FILE, or {os.path.splitext(path)[0]}-targets.txt beside it)")
+        return TrackingInput(rec.stream(), box, 0, rec.width, rec.height, (1.0, 1.0), None, name, t_init)
     from ..davis.stream import DavisSimulator
 
     if os.path.isfile(path):
@@ -106,7 +127,7 @@ def to_source_px(boxes: np.ndarray, scale_xy) -> np.ndarray:
 
 def track(inp: TrackingInput, tracker: HybridTracker, progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Run ``tracker`` over the input; ``{source: (t_us[N], boxes[N, 4] in source pixels)}``."""
-    tracker.init(inp.init_box, inp.t0_us)
+    tracker.init(inp.init_box, inp.t0_us if inp.init_us is None else inp.init_us)
 
     def _progress(item):
         if progress is not None:
