@@ -75,6 +75,8 @@ LAUNCH_ARGS = (
     LaunchArg("tracking", "true", "start the trackers, the fuser and the steering"),
     LaunchArg("snn_weights", "default", "SNN weights file ('default' = the shipped dashnet_ros/weights/snn_fast.pt)"),
     LaunchArg("ann_weights", "default", "ANN weights file ('default' = the shipped dashnet_ros/weights/ann_fast.pt)"),
+    LaunchArg("init_box", "[0.0, 0.0, 0.0, 0.0]", "trackers: initial target box [x, y, w, h] in sensor pixels "
+              "(a live camera has no ground truth); all zeros = the first valid box on /davis/ground_truth"),
     LaunchArg("follow_fused", "true", "SNN search region follows the fused box (SNN-hybrid); false = its own output"),
     LaunchArg("ann_timeout_s", "0.5", "fuser: sensor time without ANN boxes before it publishes SNN-only boxes"),
     LaunchArg("threads", "1", "torch threads per tracker node"),
@@ -151,7 +153,7 @@ NODES = (
         name="snn_tracker",
         executable="snn_tracker",
         params_file="snn_tracker.yaml",
-        arg_params={"weights": "snn_weights", "follow_fused": "follow_fused", "threads": "threads",
+        arg_params={"weights": "snn_weights", "follow_fused": "follow_fused", "threads": "threads", "init_box": "init_box",
                     "device": "device", "windows_per_call": "snn_windows_per_call",
                     "fused_input": "snn_fused_input"},
         remappings=(
@@ -168,7 +170,7 @@ NODES = (
         name="ann_tracker",
         executable="ann_tracker",
         params_file="ann_tracker.yaml",
-        arg_params={"weights": "ann_weights", "threads": "threads", "device": "device"},
+        arg_params={"weights": "ann_weights", "threads": "threads", "device": "device", "init_box": "init_box"},
         remappings=(
             ("~/image_raw", TOPIC_IMAGE),
             ("~/fused_box", TOPIC_FUSED_BOX),

@@ -127,6 +127,8 @@ def test_launch_args_reach_the_tracker_nodes_and_empty_values_are_quoted():
     assert "weights:=/w/snn.pt" in cmds["snn_tracker"] and "threads:=2" in cmds["snn_tracker"]
     assert "weights:=''" in cmds["ann_tracker"]   # rcl refuses 'name:=' with nothing after it
     assert "device:=cpu" in cmds["ann_tracker"]
+    cmds = dict((s.name, c) for s, c in graph.node_commands("py", "/cfg", {"init_box": "[120,64,24,18]"}))
+    assert "init_box:=[120,64,24,18]" in cmds["snn_tracker"] and "init_box:=[120,64,24,18]" in cmds["ann_tracker"]
 
 
 def test_every_parameter_file_matches_its_node_declarations():

@@ -461,6 +461,21 @@ def test_tracker_nodes_refuse_missing_weights_and_bad_parameters(h, tmp_path):
         h.add(SNNTrackerNode, weights=str(bad), init_box=[1.0, 2.0, 0.0, 4.0])
     with pytest.raises(ParameterError, match="device"):
         h.add(SNNTrackerNode, weights=str(bad), device="tpu")
+    with pytest.raises(ParameterError, match="threads: .*'STRING', expecting type 'INTEGER'"):
+        h.add(SNNTrackerNode, weights=str(bad), threads="two")
+
+
+def test_tracker_nodes_take_an_initial_box_of_integers(h, weights):
+    """`init_box:=[120,64,24,18]` (how a user types it) is an integer array to ROS: the
+    float-array parameter takes it as floats."""
+    from dashnet_ros.nodes.ann_tracker import ANNTrackerNode
+    from dashnet_ros.nodes.snn_tracker import SNNTrackerNode
+
+    snn = h.add(SNNTrackerNode, weights=weights["snn"], init_box=[120, 64, 24, 18])
+    ann = h.add(ANNTrackerNode, weights=weights["ann"], init_box=[120, 64, 24, 18])
+    for node in (snn, ann):
+        assert node.p["init_box"] == [120.0, 64.0, 24.0, 18.0] and node.first.origin == "init_box"
+        np.testing.assert_array_equal(node.first.fixed, np.float32([120, 64, 24, 18]))
 
 
 # --------------------------------------------------------------------------- ann_tracker

@@ -43,13 +43,28 @@ def declare(node, params) -> dict:
     Raises :class:`ParameterError` naming every invalid parameter.
     """
     from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.exceptions import InvalidParameterTypeException
 
     values, errors = {}, []
     for p in params:
-        desc = ParameterDescriptor(description=p.description, read_only=p.read_only)
-        v = node.declare_parameter(p.name, p.default, desc).value
-        if type(p.default) is float and isinstance(v, int):
+        # a float (or list of floats) may be given as integers (`init_box:=[120,64,24,18]`):
+        # declared with dynamic typing, the value is checked and converted below
+        floats = type(p.default) is float or (isinstance(p.default, list) and p.default
+                                              and all(type(x) is float for x in p.default))
+        desc = ParameterDescriptor(description=p.description, read_only=p.read_only, dynamic_typing=bool(floats))
+        try:
+            v = node.declare_parameter(p.name, p.default, desc).value
+        except InvalidParameterTypeException as e:
+            errors.append(f"{p.name}: {e}")
+            continue
+        if type(p.default) is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
+        if isinstance(p.default, list) and floats and not isinstance(v, (str, bytes)):
+            try:
+                if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                    v = [float(x) for x in v]
+            except TypeError:
+                pass
         if type(v) is not type(p.default):
             errors.append(f"{p.name}={v!r}: expected {type(p.default).__name__}")
             continue
