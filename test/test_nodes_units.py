@@ -928,3 +928,35 @@ def test_on_device_wrapper_delegates_the_streaming_api():
     b = net.step_window(x)
     assert torch.isfinite(a).all() and torch.allclose(a, b) and a.device.type == "cpu"
     assert wrapped.config() == net.config()
+
+
+def test_davis_simulator_publishes_a_recordings_target_labels_as_ground_truth(h, tmp_path):
+    """A replayed recording with REC-targets.txt beside it: each visible label is published
+    on ~/ground_truth at its instant on the stream clock (the trackers can start from it)."""
+    from dashnet_ros.davis.frames import ApsFrame
+    from dashnet_ros.davis.labels import write_target_locations
+    from dashnet_ros.davis.recordings import write_aedat2
+    from dashnet_ros.events import make_events
+    from dashnet_ros.nodes.davis_simulator import DavisSimulatorNode
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    t = np.sort(rng.integers(0, 4_000_000, n))
+    ev = make_events(rng.integers(0, 240, n), rng.integers(0, 180, n), t, rng.choice([-1, 1], n))
+    frames = [ApsFrame(k * 100_000 + 50_000, np.zeros((180, 240), np.uint8)) for k in range(40)]
+    rec = tmp_path / "run.aedat"
+    write_aedat2(str(rec), ev, frames, t_offset_us=7_000_000)
+    t0 = 7_000_000 + int(t[0])
+    t_lab = t0 + np.arange(0, 4_000_000, 200_000)
+    boxes = np.array([[100 + k, 50, 20, 16] for k in range(len(t_lab))], np.float32)
+    boxes[1] = np.nan                                                        # not visible
+    write_target_locations(tmp_path / "run-targets.txt", t_lab, boxes, 180)
+    gt = h.sub(TrackedBox, "/davis_simulator/ground_truth", 100)
+    node = h.add(DavisSimulatorNode, source=str(rec), realtime_factor=1.0)
+    assert h.spin(15, until=lambda: len(gt) >= 5)
+    got = {us(m): (m.x, m.y, m.w, m.h) for m in gt}
+    want = {int(tl - t0): tuple(b) for tl, b in zip(t_lab, boxes) if np.isfinite(b[0])}
+    assert set(got) <= set(want) and len(got) >= 5
+    for k, v in got.items():
+        assert v == pytest.approx(want[k])
+    assert node.warn.counts == {}

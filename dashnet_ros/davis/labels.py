@@ -19,7 +19,13 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["read_target_locations", "write_target_locations"]
+__all__ = ["label_sidecar", "read_target_locations", "write_target_locations"]
+
+
+def label_sidecar(recording_path) -> Optional[str]:
+    """``REC-targets.txt`` beside the recording ``REC.aedat`` (its target labels), if any."""
+    side = os.path.splitext(os.fspath(recording_path))[0] + "-targets.txt"
+    return side if os.path.isfile(side) else None
 
 
 def read_target_locations(path, sensor_height: int, *, first_visible_only: bool = False

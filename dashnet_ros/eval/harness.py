@@ -77,9 +77,8 @@ def ground_truth(seq: str):
     from ..davis.recordings import is_recording
 
     if is_recording(seq):
-        from ..davis.labels import read_target_locations
+        from ..davis.labels import label_sidecar, read_target_locations
         from ..davis.recordings import open_recording
-        from .runner import label_sidecar
 
         labels = label_sidecar(seq)
         if labels is None:

@@ -36,12 +36,6 @@ class TrackingInput:
     init_us: Optional[int] = None   # when the tracker starts (None: t0_us); a recording's first label
 
 
-def label_sidecar(path: str) -> Optional[str]:
-    """``REC-targets.txt`` beside the recording ``REC.aedat`` (its jAER target labels), if any."""
-    side = os.path.splitext(os.fspath(path))[0] + "-targets.txt"
-    return side if os.path.isfile(side) else None
-
-
 def _user_box(init_box, path: str) -> np.ndarray:
     b = np.asarray(init_box, np.float64).reshape(-1)
     if b.size != 4 or not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
@@ -72,6 +66,7 @@ def open_input(path: str, *, aps_rate_hz: float = 30.0, interp_factor: int = 7, 
             raise ValueError(f"{path}: the dataset has no ground-truth box to initialise from")
         return TrackingInput(ds.stream(), np.asarray(init, np.float32), int(ds.t0_us), ds.width, ds.height,
                              tuple(ds.scale_xy), int(ds.duration_us), name)
+    from ..davis.labels import label_sidecar
     from ..davis.recordings import is_recording, open_recording
 
     if is_recording(path):

@@ -36,7 +36,7 @@ from .common import (Param, ParameterError, RateLimitedWarner, declare, non_nega
                      sensor_qos)
 
 PARAMS = (
-    Param("source", "world", "frame source: 'world', 'scenes:SEED', a video file, an NFS sequence dir, an image folder, a DAVIS recording (.aedat, .aedat4: replayed, not simulated), 'camera' or 'camera:SERIAL' (a connected iniVation DAVIS through dv-processing: published live, not simulated), or 'topic:NAME' (sensor_msgs/Image frames on topic NAME)"),
+    Param("source", "world", "frame source: 'world', 'scenes:SEED', a video file, an NFS sequence dir, an image folder, a DAVIS recording (.aedat, .aedat4: replayed, not simulated; its jAER target labels REC-targets.txt, if beside it, are its ground truth), 'camera' or 'camera:SERIAL' (a connected iniVation DAVIS through dv-processing: published live, not simulated), or 'topic:NAME' (sensor_msgs/Image frames on topic NAME)"),
     Param("closed_loop", False, "take the frames from closed_loop_topic (the world node's camera, driven by /cmd_vel) instead of 'source'"),
     Param("closed_loop_topic", "/world/image_raw", "image topic of the closed loop's world camera"),
     Param("topic_ground_truth", "auto", "topic sources: TrackedBox ground truth matched to frames by stamp ('auto' = the image topic's namespace + '/ground_truth', '' = none)"),
@@ -211,6 +211,22 @@ def _camera_info(msg, width, height, frame_id):
     return msg
 
 
+def recording_labels(p: dict, sim):
+    """``(t_us, boxes)`` on the stream clock: the visible targets of a replayed recording's
+    jAER label file (``REC-targets.txt`` beside it), or None."""
+    from ..davis.labels import label_sidecar, read_target_locations
+    from ..davis.recordings import is_recording
+
+    side = label_sidecar(p["source"]) if is_recording(p["source"]) else None
+    if side is None:
+        return None
+    import numpy as np
+
+    t, b = read_target_locations(side, sim.height)
+    ok = np.all(np.isfinite(b), axis=1)
+    return t[ok] - int(sim.t_offset_us), b[ok]
+
+
 def _publish_loop(node) -> None:
     from ..davis.frames import ApsFrame, EventBatch
     from ..io import ros_msgs as rm
@@ -235,6 +251,8 @@ def _publish_loop(node) -> None:
             # a recording: its sensor's)
             width, height = node.sim.width, node.sim.height
             info = _camera_info(CameraInfo(), width, height, p["frame_id"])
+            labels = recording_labels(p, node.sim) if src is None and not node.live else None
+            li = 0
             last_us = 0
             for item in node.sim.stream():
                 if node.stop_event.is_set() or not node.context.ok():
@@ -245,6 +263,11 @@ def _publish_loop(node) -> None:
                     return
                 pacer.wait_until(t_us)
                 last_us = t_us
+                while labels is not None and li < len(labels[0]) and labels[0][li] + offset_us <= t_us:
+                    # a recording's target labels, published as the stream passes their instants
+                    node.pub_gt.publish(rm.box_to_msg(labels[1][li], TrackedBox(), t_us=int(labels[0][li]) + offset_us,
+                                                      source=TrackedBox.SOURCE_GROUND_TRUTH, frame_id=p["frame_id"]))
+                    li += 1
                 if isinstance(item, EventBatch):
                     ev = item.events
                     if offset_us:
