@@ -32,6 +32,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from ..msg import EventPacket, TrackedBox
+from ..davis.recordings import is_recording
 from .common import (Param, ParameterError, RateLimitedWarner, declare, non_negative, one_of, positive, run_node,
                      sensor_qos)
 
@@ -92,7 +93,6 @@ def camera_of(spec: str):
 
 def make_simulator(p: dict, source=None):
     """Build the core simulator from the node's parameter values (and a ready source)."""
-    from ..davis.recordings import is_recording
     from ..davis.sources import open_source
     from ..davis.stream import DavisSimulator
 
@@ -165,6 +165,14 @@ class DavisSimulatorNode(Node):
             self.get_logger().info(f"source={src}, packets {p['packet_us']} us, events held "
                                    f"{p['camera_latency_us']} us for late batches, frames as they arrive")
             return
+        if self.topic is None and is_recording(p["source"]):
+            from ..davis.labels import label_sidecar
+
+            side = label_sidecar(p["source"])
+            self.get_logger().info(
+                f"source={src} ({self.sim.width}x{self.sim.height} recording, replayed), packets {p['packet_us']} us, "
+                f"realtime_factor={p['realtime_factor']}, ground truth: {side or 'none (no REC-targets.txt beside it)'}")
+            return
         pace = f"realtime_factor={p['realtime_factor']}" if self.topic is None else "paced by the topic"
         self.get_logger().info(
             f"source={src} {p['width']}x{p['height']} interp x{p['interp_factor']} "
@@ -215,7 +223,6 @@ def recording_labels(p: dict, sim):
     """``(t_us, boxes)`` on the stream clock: the visible targets of a replayed recording's
     jAER label file (``REC-targets.txt`` beside it), or None."""
     from ..davis.labels import label_sidecar, read_target_locations
-    from ..davis.recordings import is_recording
 
     side = label_sidecar(p["source"]) if is_recording(p["source"]) else None
     if side is None:
