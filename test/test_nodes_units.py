@@ -960,3 +960,8 @@ def test_davis_simulator_publishes_a_recordings_target_labels_as_ground_truth(h,
     for k, v in got.items():
         assert v == pytest.approx(want[k])
     assert node.warn.counts == {}
+    # a malformed label file is refused at start, naming it and the line
+    (tmp_path / "bad.aedat").write_bytes(rec.read_bytes())
+    (tmp_path / "bad-targets.txt").write_text("#!TargetLocations-2.0\n1 2 3\n")
+    with pytest.raises(ParameterError, match=r"its ground truth .*bad-targets.txt:2: not a target label"):
+        h.add(DavisSimulatorNode, source=str(tmp_path / "bad.aedat"))

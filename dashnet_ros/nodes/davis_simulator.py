@@ -139,8 +139,11 @@ class DavisSimulatorNode(Node):
         self.topic = topic_of(self.p)
         self.topic_source = None
         self.live = self.topic is None and camera_of(self.p["source"]) is not None
+        self.labels = None      # a replayed recording's labels (its ground truth)
         if self.topic is None:
             self.sim = make_simulator(self.p)
+            if not self.live:
+                self.labels = recording_labels(self.p, self.sim)
         else:
             from ..davis.topic_source import TopicFrameSource
 
@@ -221,7 +224,8 @@ def _camera_info(msg, width, height, frame_id):
 
 def recording_labels(p: dict, sim):
     """``(t_us, boxes)`` on the stream clock: the visible targets of a replayed recording's
-    jAER label file (``REC-targets.txt`` beside it), or None."""
+    jAER label file (``REC-targets.txt`` beside it), or None.  A malformed file is refused
+    at start (:class:`ParameterError` naming the file and line)."""
     from ..davis.labels import label_sidecar, read_target_locations
 
     side = label_sidecar(p["source"]) if is_recording(p["source"]) else None
@@ -229,7 +233,10 @@ def recording_labels(p: dict, sim):
         return None
     import numpy as np
 
-    t, b = read_target_locations(side, sim.height)
+    try:
+        t, b = read_target_locations(side, sim.height)
+    except ValueError as e:
+        raise ParameterError(f"source {p['source']!r}: its ground truth {e}") from e
     ok = np.all(np.isfinite(b), axis=1)
     return t[ok] - int(sim.t_offset_us), b[ok]
 
@@ -258,7 +265,7 @@ def _publish_loop(node) -> None:
             # a recording: its sensor's)
             width, height = node.sim.width, node.sim.height
             info = _camera_info(CameraInfo(), width, height, p["frame_id"])
-            labels = recording_labels(p, node.sim) if src is None and not node.live else None
+            labels = node.labels
             li = 0
             last_us = 0
             for item in node.sim.stream():
