@@ -57,6 +57,11 @@ def open_input(path: str, *, aps_rate_hz: float = 30.0, interp_factor: int = 7, 
     name = os.path.basename(os.path.normpath(path))
     if os.path.isfile(path):
         name = os.path.splitext(name)[0]
+    from ..davis.labels import label_sidecar
+    from ..davis.recordings import is_recording, open_recording
+
+    if labels is not None and not is_recording(path):
+        raise ValueError(f"{path}: target labels (--labels) are for DAVIS recordings (.aedat, .aedat4)")
     if os.path.isfile(path) and path.endswith((".h5", ".hdf5")):
         from ..io.dataset import HybridDataset
 
@@ -66,9 +71,6 @@ def open_input(path: str, *, aps_rate_hz: float = 30.0, interp_factor: int = 7, 
             raise ValueError(f"{path}: the dataset has no ground-truth box to initialise from")
         return TrackingInput(ds.stream(), np.asarray(init, np.float32), int(ds.t0_us), ds.width, ds.height,
                              tuple(ds.scale_xy), int(ds.duration_us), name)
-    from ..davis.labels import label_sidecar
-    from ..davis.recordings import is_recording, open_recording
-
     if is_recording(path):
         rec = open_recording(path)
         labels = labels or (label_sidecar(path) if init_box is None else None)
