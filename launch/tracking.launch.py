@@ -2,13 +2,14 @@
 
 Starts the DashNet graph described in dashnet_ros/graph.py (the same description
 `dashnet launch tracking` uses).  Run `ros2 launch dashnet_ros tracking.launch.py -s`
-to list the arguments.
+to list the arguments.  A node that exits (e.g. the DAVIS node without its camera) shuts
+the whole launch down, as `dashnet launch` stops the rest.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, Shutdown
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -31,6 +32,7 @@ def generate_launch_description():
                 parameters=[os.path.join(config_dir, spec.params_file), overrides],
                 remappings=list(spec.remappings),
                 condition=IfCondition(LaunchConfiguration(spec.enabled_by)) if spec.enabled_by else None,
+                on_exit=Shutdown(reason=f"{spec.name} exited"),
             )
         )
     return LaunchDescription(actions)

@@ -55,7 +55,8 @@ def _load_launch_file_with_recording_stubs(monkeypatch):
             self.name = name
 
     mod("launch", LaunchDescription=lambda actions: actions)
-    mod("launch.actions", DeclareLaunchArgument=lambda n, default_value, description: rec["args"].append((n, default_value)))
+    mod("launch.actions", DeclareLaunchArgument=lambda n, default_value, description: rec["args"].append((n, default_value)),
+        Shutdown=lambda reason: ("shutdown", reason))
     mod("launch.conditions", IfCondition=lambda c: ("if", c.name))
     mod("launch.substitutions", LaunchConfiguration=LaunchConfiguration)
     mod("launch_ros")
@@ -82,6 +83,7 @@ def test_launch_file_matches_graph(monkeypatch):
         assert pfile == f"/share/dashnet_ros/config/{spec.params_file}"
         assert {k: v.name for k, v in overrides.items()} == spec.arg_params
         assert kw["condition"] == (("if", spec.enabled_by) if spec.enabled_by else None)
+        assert kw["on_exit"] == ("shutdown", f"{spec.name} exited")    # one node gone stops the graph
 
 
 def test_launch_args_are_name_value_pairs():
