@@ -226,7 +226,7 @@ def test_track_and_eval_a_recording_from_its_target_labels(seq_and_weights, tmp_
     assert _track(seq, snn_w, ann_w, str(tmp_path / "x.txt"), "--labels", str(tmp_path / "probe-targets.txt")) == 2
     assert "target labels (--labels) are for DAVIS recordings" in capsys.readouterr().err
     out = tmp_path / "ev"
-    assert main(["eval", rec, "--trackers", "hybrid", "--out", str(out), "--snn-weights", snn_w,
+    assert main(["eval", str(tmp_path), "--trackers", "hybrid", "--out", str(out), "--snn-weights", snn_w,
                  "--ann-weights", ann_w]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["per_sequence"]["probe"]["hybrid"]["n_instants"] == len(gt_t) - 3

@@ -51,8 +51,10 @@ _OURS = {
 
 
 def find_sequences(inputs: Sequence[str]) -> List[str]:
-    """NFS sequence dirs and ``.h5`` files named by ``inputs`` (a folder holding several
-    sequences is expanded)."""
+    """NFS sequence dirs, ``.h5`` files and DAVIS recordings named by ``inputs`` (a folder
+    holding several is expanded; a recording is scored against the labels beside it)."""
+    from ..davis.recordings import is_recording
+
     out = []
     for p in inputs:
         if os.path.isfile(p):
@@ -62,8 +64,9 @@ def find_sequences(inputs: Sequence[str]) -> List[str]:
         elif os.path.isdir(p):
             subs = sorted(d for d in glob.glob(os.path.join(p, "*")) if os.path.isdir(os.path.join(d, "240")))
             subs += sorted(glob.glob(os.path.join(p, "*.h5")))
+            subs += sorted(f for f in glob.glob(os.path.join(p, "*")) if is_recording(f))
             if not subs:
-                raise FileNotFoundError(f"{p}: no NFS sequences (*/240/) or .h5 dataset files inside")
+                raise FileNotFoundError(f"{p}: no NFS sequences (*/240/), .h5 dataset files or DAVIS recordings inside")
             out.extend(subs)
         else:
             raise FileNotFoundError(f"{p}: no such sequence, folder or dataset file")
