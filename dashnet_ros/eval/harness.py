@@ -130,6 +130,9 @@ def run_ours(seq: str, trackers: Sequence[str], *, weights: Optional[dict] = Non
     # simulate the DAVIS stream once; every mode runs over the same items
     inp = open_input(seq, aps_rate_hz=aps_rate_hz, interp_factor=interp_factor)
     items = list(inp.stream)
+    if not inp.duration_us and items:     # a recording: its length is known once read
+        last = items[-1]
+        inp.duration_us = int(getattr(last, "t1_us", None) or last.t_us) - int(inp.t0_us)
     for mode in modes:
         inp.stream = items
         tracker = HybridTracker.from_weights(inp.width, inp.height, mode=mode, aps_rate_hz=aps_rate_hz,
@@ -139,7 +142,8 @@ def run_ours(seq: str, trackers: Sequence[str], *, weights: Optional[dict] = Non
         wall0 = time.perf_counter()
         out = track(inp, _Timed(tracker), progress)
         wall = time.perf_counter() - wall0
-        dur_s = (inp.duration_us or 1) / 1e6
+        # from the tracker's start (a recording's first label may come after its first event)
+        dur_s = max(1, (inp.duration_us or 1) - ((inp.init_us or inp.t0_us) - inp.t0_us)) / 1e6
         for name in trackers:
             m, stream, at_out = _OURS[name]
             if m != mode or stream not in out:
