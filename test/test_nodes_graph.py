@@ -148,6 +148,9 @@ def test_closed_loop_flows_at_sensor_rates(running_graph):
     gaps = np.diff(t_single)
     assert np.all(gaps < period_us + packet_us + 1000), gaps
     early = t_single[1:][gaps < period_us]
+    # (the probe may have matched the ANN topic after the fuser did: judge the early boxes
+    # from its first ANN box on)
+    early = early[early >= t_ann[0] - 15_000]
     assert len(early) <= len(t_ann)
     assert all(np.any(np.abs(t_ann - t) < 15_000) for t in early), (early, t_ann)
     d = np.diff(t_ann)
