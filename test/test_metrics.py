@@ -39,3 +39,24 @@ def test_late_first_output_counts_as_failure():
     gt = np.array([[0, 0, 10, 10]] * 2, dtype=float)
     s = m.score([5], [[0, 0, 10, 10]], gt_t, gt)
     assert s["robustness"] == pytest.approx(0.5)
+
+
+def test_pred18_decision_accuracy_counts_every_instant_with_absence():
+    """Thirds of a 240 px image: left < 80 <= center <= 160 < right; no box = not_visible."""
+    gt_t = np.array([0, 100, 200, 300, 400])
+    gt = np.array([[10, 0, 20, 20],       # left (centre 20)
+                   [100, 0, 20, 20],      # center (110)
+                   [200, 0, 20, 20],      # right (210)
+                   [np.nan] * 4,          # target not visible
+                   [100, 0, 20, 20]], float)
+    assert m.decision_accuracy(gt_t, gt, gt_t, gt, 240) == 1.0
+    out = gt.copy()
+    out[1] = [150, 0, 20, 20]             # centre 160: still center (band edges included)
+    out[2] = [130, 0, 20, 20]             # centre 140: center, not right
+    out[3] = [100, 0, 20, 20]             # a box where the target is absent
+    assert m.decision_accuracy(gt_t, out, gt_t, gt, 240) == pytest.approx(3 / 5)
+    # held causally: an output only from t=150 on leaves the first two instants without a box
+    assert m.decision_accuracy([150], [[200, 0, 20, 20]], gt_t, gt, 240) == pytest.approx(1 / 5)
+    s = m.score(gt_t, gt, gt_t, gt, 240)
+    assert s["decision_acc"] == 1.0 and s["n_instants"] == 4       # IoU metrics leave out the absent one
+    assert np.isnan(m.score(gt_t, gt, gt_t, gt)["decision_acc"])   # no width: not scored

@@ -231,3 +231,5 @@ def test_track_and_eval_a_recording_from_its_target_labels(seq_and_weights, tmp_
     res = json.loads((out / "results.json").read_text())
     assert res["per_sequence"]["probe"]["hybrid"]["n_instants"] == len(gt_t) - 3
     assert 2000 < res["per_sequence"]["probe"]["hybrid"]["output_rate_hz"] < 2100   # a box per 480 us window
+    assert 0 <= res["per_sequence"]["probe"]["hybrid"]["decision_acc"] <= 1          # PRED18's left/center/right
+    assert "PRED18 decision" in (out / "summary.md").read_text()

@@ -106,13 +106,13 @@ def ground_truth(seq: str):
     return t, b
 
 
-def _score_stream(t_us, boxes, gt_t, gt_b, at_outputs: bool) -> dict:
+def _score_stream(t_us, boxes, gt_t, gt_b, at_outputs: bool, width_px: Optional[float] = None) -> dict:
     if at_outputs:
         # score only at the tracker's own output instants, against GT interpolated there
         ok = (t_us >= gt_t[0]) & (t_us <= gt_t[-1])
         g = interpolate_track(gt_t, gt_b, t_us[ok]) if ok.any() else np.zeros((0, 4))
-        return score(t_us[ok], boxes[ok], t_us[ok], g)
-    return score(t_us, boxes, gt_t, gt_b)
+        return score(t_us[ok], boxes[ok], t_us[ok], g, width_px)
+    return score(t_us, boxes, gt_t, gt_b, width_px)
 
 
 def run_ours(seq: str, trackers: Sequence[str], *, weights: Optional[dict] = None, aps_rate_hz: float = 30.0,
@@ -149,7 +149,7 @@ def run_ours(seq: str, trackers: Sequence[str], *, weights: Optional[dict] = Non
             if m != mode or stream not in out:
                 continue
             t, b = out[stream][:2]
-            r = _score_stream(t, b, gt_t, gt_b, at_out)
+            r = _score_stream(t, b, gt_t, gt_b, at_out, width_px=inp.width / inp.scale_xy[0])
             lat = tracker_latency(out, stream)
             r.update(output_rate_hz=len(t) / dur_s, wall_s=wall, updates_per_s=len(t) / max(wall, 1e-9),
                      latency_ms_p50=lat[0], latency_ms_p99=lat[1],
@@ -194,9 +194,10 @@ def tracker_latency(out: dict, stream: str):
 
 
 def run_peers(seq: str, peers: Sequence[str], *, aps_rate_hz: float = 30.0) -> Dict[str, dict]:
-    from .peers import run_peer_on_sequence
+    from .peers import frame_width, run_peer_on_sequence
 
     gt_t, gt_b = ground_truth(seq)
+    width_px = frame_width(seq)
     results = {}
     n_frames = None
     for spec in peers:
@@ -204,7 +205,7 @@ def run_peers(seq: str, peers: Sequence[str], *, aps_rate_hz: float = 30.0) -> D
         regime = regime or "aps"
         info: dict = {}
         t, b, spu = run_peer_on_sequence(seq, name, regime, aps_rate_hz=aps_rate_hz, info=info)
-        r = score(t, b, gt_t, gt_b)
+        r = score(t, b, gt_t, gt_b, width_px)
         n_frames = n_frames or max(len(t), 1)
         dur_s = (gt_t[-1] - gt_t[0]) / 1e6 if len(gt_t) > 1 else 1.0
         r.update(output_rate_hz=len(t) / max(dur_s, 1e-9), updates_per_s=(1 / spu) if spu and spu > 0 else float("nan"),
@@ -263,7 +264,7 @@ def evaluate(inputs: Sequence[str], trackers: Sequence[str], out_dir: str, *, we
 
 
 SUMMARY_KEYS = ("miou", "auc", "precision20", "robustness", "output_rate_hz", "updates_per_s", "latency_ms_p50",
-                "latency_ms_p99")
+                "latency_ms_p99", "decision_acc")
 
 
 def summarise(per_seq: Dict[str, Dict[str, dict]]) -> Dict[str, dict]:
@@ -287,13 +288,14 @@ def summarise(per_seq: Dict[str, Dict[str, dict]]) -> Dict[str, dict]:
 
 
 def summary_markdown(summary: Dict[str, dict], failed: Optional[dict] = None) -> str:
-    lines = ["| tracker | mIOU | success AUC | precision@20px | Rb (failure rate) | outputs/s | latency p50 / p99 (ms) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| tracker | mIOU | success AUC | precision@20px | Rb (failure rate) | PRED18 decision | outputs/s | "
+             "latency p50 / p99 (ms) |",
+             "|---|---|---|---|---|---|---|---|"]
     for n, s in summary.items():
         lines.append(
             f"| {n} | {s['miou']:.3f} ± {s['miou_std']:.3f} | {s['auc']:.3f} ± {s['auc_std']:.3f} | "
-            f"{s['precision20']:.3f} | {s['robustness']:.3f} | {s['output_rate_hz']:.1f} | "
-            f"{s['latency_ms_p50']:.2f} / {s['latency_ms_p99']:.2f} |")
+            f"{s['precision20']:.3f} | {s['robustness']:.3f} | {s.get('decision_acc', float('nan')):.3f} | "
+            f"{s['output_rate_hz']:.1f} | {s['latency_ms_p50']:.2f} / {s['latency_ms_p99']:.2f} |")
     if failed:
         lines += ["", "Failed sequences (skipped):", ""] + [f"- {k}: {v}" for k, v in failed.items()]
     return "\n".join(lines) + "\n"

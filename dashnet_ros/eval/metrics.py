@@ -13,9 +13,16 @@ Definitions (OTB, Wu, Lim & Yang, TPAMI 2015 — the paper's ref. [22]):
 - robustness Rb: failure rate, the fraction of instants where the tracker's box does not
   overlap the target at all (IoU = 0, i.e. 1 − S(0)); lower is better, like Table 2's Rb.
   OTB counts a frame as failed at zero overlap (the first point of its success plot).
-Instants whose ground truth is absent (NaN) are left out of every metric.
+Instants whose ground truth is absent (NaN) are left out of every metric but one:
+- PRED18 decision accuracy (``decision_acc``, given the image width): the fraction of all
+  instants where the steering decision of the held box -- the image band its centre is in,
+  ``left`` / ``center`` / ``right`` thirds, or ``not_visible`` without a box
+  (:func:`dashnet_ros.steering.decision`) -- equals the ground truth's, target absent
+  included (the four-way decision PRED18 scores its steering network on).
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 
@@ -55,8 +62,21 @@ def centre_error(a, b) -> np.ndarray:
     return np.where(np.isfinite(d), d, np.inf)
 
 
-def score(out_t_us, out_boxes, gt_t_us, gt_boxes) -> dict:
-    """All metrics of one output stream against ground truth (see the module docstring)."""
+def decision_accuracy(out_t_us, out_boxes, gt_t_us, gt_boxes, width_px: float) -> float:
+    """PRED18 decision accuracy of a stream held at every ground-truth instant (module doc)."""
+    from ..steering import decision
+
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    if not len(gt_boxes):
+        return float("nan")
+    held = zero_order_hold(out_t_us, out_boxes, gt_t_us)
+    same = [decision(h.tolist(), width_px) == decision(g.tolist(), width_px) for h, g in zip(held, gt_boxes)]
+    return float(np.mean(same))
+
+
+def score(out_t_us, out_boxes, gt_t_us, gt_boxes, width_px: Optional[float] = None) -> dict:
+    """All metrics of one output stream against ground truth (see the module docstring);
+    ``width_px``: the image width of the boxes' pixels, for the decision accuracy."""
     gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
     gt_t_us = np.asarray(gt_t_us, dtype=np.int64)
     valid = np.all(np.isfinite(gt_boxes), axis=1) & (gt_boxes[:, 2] > 0) & (gt_boxes[:, 3] > 0)
@@ -72,4 +92,6 @@ def score(out_t_us, out_boxes, gt_t_us, gt_boxes) -> dict:
         "robustness": float((ious <= 0).mean()) if n else float("nan"),
         "success_curve": curve.tolist(),
         "n_outputs": int(len(out_t_us)),
+        "decision_acc": (decision_accuracy(out_t_us, out_boxes, gt_t_us, gt_boxes, width_px)
+                         if width_px else float("nan")),
     }

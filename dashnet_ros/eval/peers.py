@@ -330,6 +330,17 @@ def _iter_on_sequence(seq_dir, name, indices, fps, init_box):
     return iter_peer(name, sequence_frames(seq_dir, indices, fps), init_box)
 
 
+def frame_width(seq_dir: str) -> int:
+    """Width in pixels of an NFS sequence's frames (of its first frame)."""
+    import cv2
+
+    path = _frame_files(seq_dir)[0]
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"{path}: not a readable image")
+    return int(img.shape[1])
+
+
 def run_peer_on_sequence(seq_dir: str, name: str, regime: str = "aps", *, fps: float = 240.0,
                          aps_rate_hz: float = 30.0, progress=None, isolate: bool = True,
                          info: Optional[dict] = None):
