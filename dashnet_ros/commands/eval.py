@@ -1,7 +1,8 @@
 """``dashnet eval INPUT... --out DIR [--trackers ...]``: score trackers on sequences.
 
 INPUTs are NFS sequence dirs, folders of them (e.g. the held-out set from
-``dashnet heldout build``) or hybrid dataset files.  Writes ``DIR/results.json``,
+``dashnet heldout build``), hybrid dataset files or DAVIS recordings (scored against the
+jAER labels ``REC-targets.txt`` beside ``REC.aedat``).  Writes ``DIR/results.json``,
 ``DIR/summary.md`` and ``DIR/success.png``.  See :mod:`dashnet_ros.eval.harness` for the
 tracker names and the scoring (causal zero-order hold at the GT instants).
 """
@@ -44,7 +45,7 @@ def run(args) -> int:
 def add_parser(sub):
     p = sub.add_parser("eval", help="score trackers on a set of sequences (mIOU, AUC, Rb, ...)",
                        description=__doc__)
-    p.add_argument("inputs", nargs="+", help="NFS sequence dirs, folders of them, or .h5 dataset files")
+    p.add_argument("inputs", nargs="+", help="NFS sequence dirs, folders of them, .h5 dataset files or DAVIS recordings (.aedat, .aedat4)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--trackers", default=DEFAULT_TRACKERS,
                    help=f"comma-separated (default {DEFAULT_TRACKERS}); peers as NAME@aps or NAME@frames")
