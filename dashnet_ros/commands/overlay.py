@@ -29,7 +29,7 @@ def run(args) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     items = list(inp.stream)
-    tracker.init(inp.init_box, inp.t0_us if inp.init_us is None else inp.init_us)
+    tracker.init(inp.init_box, inp.start_us)
     outputs = tracker.run(items)
     gt = None
     try:

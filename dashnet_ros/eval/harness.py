@@ -143,7 +143,7 @@ def run_ours(seq: str, trackers: Sequence[str], *, weights: Optional[dict] = Non
         out = track(inp, _Timed(tracker), progress)
         wall = time.perf_counter() - wall0
         # from the tracker's start (a recording's first label may come after its first event)
-        dur_s = max(1, (inp.duration_us or 1) - ((inp.init_us or inp.t0_us) - inp.t0_us)) / 1e6
+        dur_s = max(1, (inp.duration_us or 1) - (inp.start_us - inp.t0_us)) / 1e6
         for name in trackers:
             m, stream, at_out = _OURS[name]
             if m != mode or stream not in out:

@@ -35,6 +35,11 @@ class TrackingInput:
     name: str
     init_us: Optional[int] = None   # when the tracker starts (None: t0_us); a recording's first label
 
+    @property
+    def start_us(self) -> int:
+        """When the tracker starts: ``init_us``, else ``t0_us``."""
+        return self.t0_us if self.init_us is None else self.init_us
+
 
 def _user_box(init_box, path: str) -> np.ndarray:
     b = np.asarray(init_box, np.float64).reshape(-1)
@@ -124,7 +129,7 @@ def to_source_px(boxes: np.ndarray, scale_xy) -> np.ndarray:
 
 def track(inp: TrackingInput, tracker: HybridTracker, progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Run ``tracker`` over the input; ``{source: (t_us[N], boxes[N, 4] in source pixels)}``."""
-    tracker.init(inp.init_box, inp.t0_us if inp.init_us is None else inp.init_us)
+    tracker.init(inp.init_box, inp.start_us)
 
     def _progress(item):
         if progress is not None:
