@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["label_sidecar", "read_target_locations", "write_target_locations"]
+__all__ = ["label_sidecar", "read_target_locations", "recording_labels", "write_target_locations"]
 
 
 def label_sidecar(recording_path) -> Optional[str]:
@@ -67,6 +67,16 @@ def read_target_locations(path, sensor_height: int, *, first_visible_only: bool 
     if not times:
         raise ValueError(f"{path}: no target labels in the file")
     return np.asarray(times, np.int64), np.asarray(boxes, np.float32).reshape(-1, 4)
+
+
+def recording_labels(recording, recording_path) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The labels beside a recording (:func:`label_sidecar`) on its stream clock (times from
+    the recording's origin, ``recording.t_offset_us``), or None where it has none."""
+    side = label_sidecar(recording_path)
+    if side is None:
+        return None
+    t, b = read_target_locations(side, recording.height)
+    return t - int(recording.t_offset_us), b
 
 
 def write_target_locations(path, t_us, boxes, sensor_height: int, frames: Optional[np.ndarray] = None) -> None:

@@ -80,16 +80,14 @@ def ground_truth(seq: str):
     from ..davis.recordings import is_recording
 
     if is_recording(seq):
-        from ..davis.labels import label_sidecar, read_target_locations
+        from ..davis.labels import recording_labels
         from ..davis.recordings import open_recording
 
-        labels = label_sidecar(seq)
+        labels = recording_labels(open_recording(seq), seq)
         if labels is None:
             raise ValueError(f"{seq}: no target labels to evaluate against "
                              f"(jAER TargetLocations file {os.path.splitext(seq)[0]}-targets.txt)")
-        rec = open_recording(seq)
-        t, b = read_target_locations(labels, rec.height)
-        return t - int(rec.t_offset_us), b
+        return labels
     if os.path.isfile(seq) and not seq.endswith((".h5", ".hdf5")):
         raise ValueError(f"{seq}: a video has no ground truth to evaluate against")
     if os.path.isfile(seq):

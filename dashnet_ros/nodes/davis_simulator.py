@@ -143,7 +143,7 @@ class DavisSimulatorNode(Node):
         if self.topic is None:
             self.sim = make_simulator(self.p)
             if not self.live:
-                self.labels = recording_labels(self.p, self.sim)
+                self.labels = replay_ground_truth(self.p, self.sim)
         else:
             from ..davis.topic_source import TopicFrameSource
 
@@ -222,23 +222,25 @@ def _camera_info(msg, width, height, frame_id):
     return msg
 
 
-def recording_labels(p: dict, sim):
+def replay_ground_truth(p: dict, sim):
     """``(t_us, boxes)`` on the stream clock: the visible targets of a replayed recording's
     jAER label file (``REC-targets.txt`` beside it), or None.  A malformed file is refused
     at start (:class:`ParameterError` naming the file and line)."""
-    from ..davis.labels import label_sidecar, read_target_locations
-
-    side = label_sidecar(p["source"]) if is_recording(p["source"]) else None
-    if side is None:
+    if not is_recording(p["source"]):
         return None
     import numpy as np
 
+    from ..davis.labels import recording_labels
+
     try:
-        t, b = read_target_locations(side, sim.height)
+        labels = recording_labels(sim, p["source"])
     except ValueError as e:
         raise ParameterError(f"source {p['source']!r}: its ground truth {e}") from e
+    if labels is None:
+        return None
+    t, b = labels
     ok = np.all(np.isfinite(b), axis=1)
-    return t[ok] - int(sim.t_offset_us), b[ok]
+    return t[ok], b[ok]
 
 
 def _publish_loop(node) -> None:
